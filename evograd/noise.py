@@ -1,0 +1,370 @@
+"""Scale-free mutations regenerated from integer seeds.
+
+A :class:`Mutation` says how a population member perturbs the center; :func:`sample` turns a vector
+of member seeds into the perturbation rows, ``row i`` depending on ``seeds[i]`` alone. This is what
+lets strategies hand out seeds instead of parameter vectors (DESIGN.md, contract 3) and lets MPI
+ranks exchange seeds and fitness only.
+
+Why a noise table. Drawing fresh random numbers for every coordinate of every member costs about as
+much as the forward pass it feeds (2.6 ns per number here, against ~5 ns of forward pass per
+parameter per member at batch 256), and a strategy needs the rows twice: once to evaluate, once to
+update. So, like OpenAI's ES (Salimans et al. 2017), each distribution keeps one large table of
+i.i.d. draws, made once from a fixed seed, and a member's row is a window of it at an offset hashed
+from the member's seed. Windows at different offsets are uncorrelated (shifts of an i.i.d.
+sequence), a row costs a memory copy instead of a random number generator, and the per-layer
+scales, sparse masks, clipping and radial magnitudes are applied on top. The table is the same on
+every rank and every run: it is a fixed codebook, not a source of run-to-run randomness.
+
+Seed conventions (what :func:`member_seeds` hands out):
+
+* ``0 <= s < 2**62``: an ordinary member.
+* ``s < 0`` (other than :data:`PARENT_SEED`): the antithetic mirror of member ``~s``: exactly the
+  negated row, so antithetic pairs sum to zero bit for bit.
+* :data:`PARENT_SEED`: the zero perturbation; strategies use it to have the parent evaluated on the
+  same data as its mutations.
+
+References:
+    Yao, Liu & Lin (1999), Evolutionary programming made faster (Cauchy mutation).
+    Lee & Yao (2004), Evolutionary programming using mutations based on the Lévy probability
+    distribution.
+    Chambers, Mallows & Stuck (1976), A method for simulating stable random variables.
+    Salimans, Ho, Chen, Sidor & Sutskever (2017), Evolution strategies as a scalable alternative to
+    reinforcement learning (shared noise table).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from evograd.flat import Layout
+
+__all__ = [
+    "KINDS",
+    "PARENT_SEED",
+    "Mutation",
+    "member_seeds",
+    "sample",
+    "iter_rows",
+    "scale_vector",
+    "weighted_sum",
+]
+
+KINDS = ("gaussian", "cauchy", "levy", "loguniform")
+PARENT_SEED = -(2**63)
+_MEMBER_SEED_BITS = 62
+_TABLE_SEED = 0x5EED_7AB1E  # the codebook's own seed; never a user's
+_MIN_TABLE_LENGTH = 1 << 24  # 16M numbers, 64 MiB in float32
+
+Scale = Union[torch.Tensor, Mapping[str, float], None]
+
+
+def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False,
+                 high_open: bool = False) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` lies in the stated interval."""
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if not math.isfinite(value) or below or above:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        raise ValueError(f"{name}={value!r} is out of range; allowed {left}{low}, {high}{right}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    """How one population member perturbs the center.
+
+    Args:
+        kind: ``"gaussian"`` (the reference), ``"cauchy"``, ``"levy"`` (symmetric α-stable, any
+            α in (0, 2]) or ``"loguniform"`` (a direction uniform on the sphere with magnitude
+            ``sigma * exp(-log_range * U)``, U ~ U(0, 1): every scale from ``sigma*e^-log_range`` to
+            ``sigma`` is equally likely per octave).
+        sigma: scale. Per coordinate for gaussian/cauchy/levy (the standard deviation for gaussian,
+            the scale parameter for cauchy and levy); for loguniform it is the *whole row's*
+            largest norm, so ``sigma_gauss * sqrt(dim)`` is the comparable setting.
+        alpha: stability index of ``"levy"`` (1 is Cauchy, 2 is Gaussian with variance 2·sigma²).
+        log_range: how many e-folds of magnitude ``"loguniform"`` spans.
+        antithetic: strategies hand out mirrored pairs (ε, −ε).
+        sparsity: fraction of coordinates left unmutated in each row, drawn from the row's seed.
+        clip: if set, coordinates are clamped to ``±clip * sigma`` (tames heavy tails).
+        scale: per-coordinate factors: a tensor of length dim, or a mapping from parameter name (or
+            module prefix such as ``"0"`` for ``"0.weight"`` and ``"0.bias"``) to a factor, so bottom
+            layers can be searched harder than top ones. A mapping needs the model's layout: see
+            :meth:`resolve`. Not part of equality.
+
+    Raises:
+        ValueError: a field out of its allowed range, naming the field.
+
+    Examples:
+        >>> Mutation(kind="levy", alpha=1.5, sigma=0.01).kind
+        'levy'
+        >>> Mutation(sigma=-1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: sigma=-1.0 is out of range; allowed (0, inf)
+    """
+
+    kind: str = "gaussian"
+    sigma: float = 0.02
+    alpha: float = 1.5
+    log_range: float = 5.0
+    antithetic: bool = False
+    sparsity: float = 0.0
+    clip: float | None = None
+    scale: Scale = dataclasses.field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind={self.kind!r} is not a mutation kind; allowed {KINDS}")
+        _check_range("sigma", self.sigma, 0.0, math.inf, low_open=True, high_open=True)
+        _check_range("alpha", self.alpha, 0.0, 2.0, low_open=True)
+        _check_range("log_range", self.log_range, 0.0, math.inf, high_open=True)
+        _check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
+        if self.clip is not None:
+            _check_range("clip", self.clip, 0.0, math.inf, low_open=True, high_open=True)
+        if not isinstance(self.antithetic, bool):
+            raise ValueError(f"antithetic={self.antithetic!r} must be a bool")
+        if self.scale is not None and not isinstance(self.scale, (torch.Tensor, Mapping)):
+            raise ValueError("scale must be a tensor of length dim or a mapping name -> factor, "
+                             f"got {type(self.scale).__name__}")
+        if isinstance(self.scale, torch.Tensor) and (self.scale.dim() != 1 or not torch.isfinite(self.scale).all()):
+            raise ValueError("scale must be a 1-d tensor of finite factors")
+
+    def replace(self, **changes) -> "Mutation":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def resolve(self, model_or_layout) -> "Mutation":
+        """A copy whose ``scale`` mapping is turned into a per-coordinate tensor for this model."""
+        if not isinstance(self.scale, Mapping):
+            return self
+        from evograd.flat import Layout, layout_of
+        layout = model_or_layout if isinstance(model_or_layout, Layout) else layout_of(model_or_layout)
+        return self.replace(scale=scale_vector(self.scale, layout))
+
+
+def scale_vector(scale: Mapping[str, float], layout: "Layout") -> torch.Tensor:
+    """Per-coordinate factors from a mapping of parameter names (or module prefixes) to factors.
+
+    A name matches a parameter when it equals the parameter's name or is a dotted prefix of it;
+    parameters no name matches keep factor 1. An unknown name raises, so a typo is not silently a
+    uniform scale.
+    """
+    factors = torch.ones(layout.dim, dtype=torch.float64)
+    for key, factor in scale.items():
+        _check_range(f"scale[{key!r}]", float(factor), 0.0, math.inf, high_open=True)
+        hits = [s for name, s in layout.slices.items() if name == key or name.startswith(key + ".")]
+        if not hits:
+            raise ValueError(f"scale key {key!r} matches no parameter; parameters are "
+                             f"{list(layout.slices)}")
+        for s in hits:
+            factors[s] = float(factor)
+    return factors
+
+
+# ----------------------------------------------------------------------------------------------
+# seeds
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finalizer on uint64 (wrapping arithmetic): a cheap, well-mixed hash."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def member_seeds(seed: int, generation: int, n: int, *, antithetic: bool = False) -> torch.Tensor:
+    """Seeds of the ``n`` members of one generation, derived from ``(seed, generation, member)``.
+
+    With ``antithetic`` the second half mirrors the first (``~s``), so ``n`` must be even.
+
+    Examples:
+        >>> s = member_seeds(0, 0, 4, antithetic=True)
+        >>> bool((s[2:] == ~s[:2]).all())
+        True
+    """
+    if n < 1:
+        raise ValueError(f"n={n} is out of range; allowed [1, inf)")
+    if antithetic and n % 2:
+        raise ValueError(f"n={n} must be even for antithetic pairs")
+    half = n // 2 if antithetic else n
+    key = _splitmix64(np.array([seed], dtype=np.int64).view(np.uint64))
+    key = _splitmix64(key ^ np.array([generation], dtype=np.int64).view(np.uint64))
+    members = _splitmix64(key ^ np.arange(half, dtype=np.uint64))
+    base = torch.from_numpy((members >> np.uint64(64 - _MEMBER_SEED_BITS)).astype(np.int64))
+    return torch.cat([base, ~base]) if antithetic else base
+
+
+def _row_hash(base_seeds: np.ndarray, salt: int) -> np.ndarray:
+    """An independent uint64 hash of each member seed per ``salt`` (offset, mask, magnitude)."""
+    return _splitmix64(base_seeds.astype(np.uint64) ^ _splitmix64(np.array([salt], dtype=np.uint64)))
+
+
+# ----------------------------------------------------------------------------------------------
+# tables
+
+
+_TABLES: dict[tuple, torch.Tensor] = {}
+
+
+def _table_length(dim: int) -> int:
+    return max(_MIN_TABLE_LENGTH, 1 << (4 * dim - 1).bit_length())
+
+
+def _draw_table(kind: str, alpha: float, length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``length`` i.i.d. standard draws of ``kind``, from the codebook seed."""
+    gen = torch.Generator(device=device).manual_seed(_TABLE_SEED)
+    if kind in ("gaussian", "loguniform"):
+        return torch.randn(length, generator=gen, device=device, dtype=dtype)
+    if kind == "uniform":
+        return torch.rand(length, generator=gen, device=device, dtype=dtype)
+    if kind == "cauchy":
+        return torch.empty(length, device=device, dtype=dtype).cauchy_(generator=gen)
+    # Chambers-Mallows-Stuck for symmetric alpha-stable, S(alpha, 0, 1), in float64:
+    # X = sin(aV)/cos(V)^(1/a) * (cos(V - aV)/W)^((1-a)/a),  V ~ U(-pi/2, pi/2),  W ~ Exp(1).
+    v = (torch.rand(length, generator=gen, device=device, dtype=torch.float64) - 0.5) * math.pi
+    w = torch.empty(length, device=device, dtype=torch.float64).exponential_(generator=gen)
+    a = alpha
+    x = torch.sin(a * v) / torch.cos(v).pow(1.0 / a) * (torch.cos(v - a * v) / w).pow((1.0 - a) / a)
+    return x.to(dtype)
+
+
+def _table(kind: str, alpha: float, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    length = _table_length(dim)
+    key = (kind, alpha if kind == "levy" else None, length, str(device), dtype)
+    if key not in _TABLES:
+        _TABLES[key] = _draw_table(kind, alpha, length, device, dtype)
+    return _TABLES[key]
+
+
+def _windows(table: torch.Tensor, base: np.ndarray, salt: int, dim: int) -> torch.Tensor:
+    """Rows of ``dim`` consecutive table entries at offsets hashed from the member seeds."""
+    span = table.numel() - dim + 1
+    offsets = (_row_hash(base, salt) % np.uint64(span)).astype(np.int64)
+    index = torch.from_numpy(offsets).to(table.device)
+    return table.unfold(0, dim, 1).index_select(0, index)  # (n, dim)
+
+
+# ----------------------------------------------------------------------------------------------
+# sampling
+
+
+def _coordinate_scale(mutation: Mutation, dim: int, layout: "Layout | None", device, dtype) -> torch.Tensor | None:
+    scale = mutation.scale
+    if scale is None:
+        return None
+    if isinstance(scale, Mapping):
+        if layout is None:
+            raise ValueError("mutation.scale names parameters; resolve it first with "
+                             "mutation.resolve(model) or pass layout=")
+        scale = scale_vector(scale, layout)
+    if scale.numel() != dim:
+        raise ValueError(f"mutation.scale has {scale.numel()} entries but dim={dim}")
+    return scale.to(device=device, dtype=dtype)
+
+
+def sample(mutation: Mutation, seeds: torch.Tensor, dim: int, *, device: torch.device | str | None = None,
+           dtype: torch.dtype = torch.float32, layout: "Layout | None" = None) -> torch.Tensor:
+    """The perturbation rows of the given member seeds.
+
+    Args:
+        mutation: the distribution and its options.
+        seeds: (n,) int64 member seeds (see the module docstring for the conventions).
+        dim: number of coordinates of a row.
+        device: where the rows live (default: CPU).
+        dtype: floating dtype of the rows.
+        layout: the model's parameter layout, needed only when ``mutation.scale`` names parameters.
+
+    Returns:
+        (n, dim) tensor; row i depends only on ``seeds[i]`` (bit-identical on the same device type).
+
+    Examples:
+        >>> m = Mutation(kind="cauchy", sigma=0.1)
+        >>> s = member_seeds(0, 0, 4, antithetic=True)
+        >>> rows = sample(m, s, 10)
+        >>> rows.shape, bool((rows[:2] + rows[2:] == 0).all())
+        (torch.Size([4, 10]), True)
+    """
+    if dim < 1:
+        raise ValueError(f"dim={dim} is out of range; allowed [1, inf)")
+    seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1).cpu()
+    device = torch.device("cpu") if device is None else torch.device(device)
+    signed = seeds.numpy()
+    parent = signed == PARENT_SEED
+    mirrored = (signed < 0) & ~parent
+    base = np.where(mirrored, ~signed, signed)
+    base = np.where(parent, 0, base)
+    kind = mutation.kind
+
+    rows = _windows(_table(kind, mutation.alpha, dim, device, dtype), base, 1, dim)  # (n, dim)
+    if mutation.sparsity > 0:
+        keep = _windows(_table("uniform", 0.0, dim, device, dtype), base, 2, dim) >= mutation.sparsity
+        rows.mul_(keep)
+    if kind == "loguniform":
+        u = (_row_hash(base, 3) >> np.uint64(11)).astype(np.float64) / float(1 << 53)  # U(0, 1)
+        radius = mutation.sigma * np.exp(-mutation.log_range * u)
+        norms = rows.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+        rows.mul_(torch.from_numpy(radius).to(device=device, dtype=dtype)[:, None] / norms)
+    else:
+        rows.mul_(mutation.sigma)
+    if mutation.clip is not None:
+        bound = mutation.clip * mutation.sigma
+        rows.clamp_(-bound, bound)
+    scale = _coordinate_scale(mutation, dim, layout, device, dtype)
+    if scale is not None:
+        rows.mul_(scale)
+    sign = np.where(mirrored, -1.0, 1.0)
+    sign[parent] = 0.0
+    if (sign != 1.0).any():
+        rows.mul_(torch.from_numpy(sign).to(device=device, dtype=dtype)[:, None])
+    return rows
+
+
+def iter_rows(mutation: Mutation, seeds: torch.Tensor, dim: int, *, chunk_size: int, device=None,
+              dtype: torch.dtype = torch.float32, layout: "Layout | None" = None
+              ) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Perturbation rows in chunks of at most ``chunk_size``: memory never holds n × dim at once."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size} is out of range; allowed [1, inf)")
+    for start in range(0, len(seeds), chunk_size):
+        part = slice(start, min(start + chunk_size, len(seeds)))
+        yield part, sample(mutation, seeds[part], dim, device=device, dtype=dtype, layout=layout)
+
+
+def weighted_sum(mutation: Mutation, seeds: torch.Tensor, weights: torch.Tensor, dim: int, *,
+                 norm_power: float = 0.0, chunk_size: int = 256, device=None, dtype: torch.dtype = torch.float32,
+                 layout: "Layout | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sum_i weights[i] * row_i / ||row_i||**norm_power``, regenerating rows chunk by chunk.
+
+    Rows whose weight is zero are not regenerated. This is the update of every seed-based
+    strategy: the population is never held in memory, only the (dim,) sum.
+
+    Returns:
+        The (dim,) sum, and the (n,) row norms (0 where the weight was zero).
+    """
+    weights = torch.as_tensor(weights)
+    if weights.shape != (len(seeds),):
+        raise ValueError(f"weights must have shape ({len(seeds)},), got {tuple(weights.shape)}")
+    total = torch.zeros(dim, device=device, dtype=dtype)
+    norms = torch.zeros(len(seeds), device=device, dtype=dtype)
+    active = torch.nonzero(weights != 0).reshape(-1).cpu()
+    if len(active) == 0:
+        return total, norms
+    weights = weights.to(device=device, dtype=dtype)
+    for part, rows in iter_rows(mutation, seeds[active], dim, chunk_size=chunk_size, device=device, dtype=dtype,
+                                layout=layout):
+        index = active[part].to(norms.device)
+        row_norms = rows.norm(dim=1)  # (c,)
+        norms[index] = row_norms
+        coef = weights[index]
+        if norm_power:
+            coef = coef / row_norms.clamp_min(torch.finfo(dtype).tiny).pow(norm_power)
+        total.add_(coef @ rows)
+    return total, norms
