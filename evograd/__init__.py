@@ -1,0 +1,39 @@
+"""evograd: train neural networks by mixing evolution with gradients.
+
+The public API, re-exported here (importing evograd has no side effects and needs only torch,
+numpy and deap; optional extras are imported where they are used).
+"""
+from evograd import flat, noise, shaping
+from evograd.evaluate import ChunkedEvaluator, Evaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
+from evograd.noise import Mutation
+from evograd.population import (
+    ESState,
+    EvolutionState,
+    OpenES,
+    RollingImprovement,
+    RollingState,
+    ScaleFreeEvolution,
+    StrategyState,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChunkedEvaluator",
+    "ESState",
+    "Evaluator",
+    "EvolutionState",
+    "FunctionEvaluator",
+    "Mutation",
+    "OpenES",
+    "RollingImprovement",
+    "RollingState",
+    "ScaleFreeEvolution",
+    "SerialEvaluator",
+    "StrategyState",
+    "VmapEvaluator",
+    "flat",
+    "noise",
+    "shaping",
+    "__version__",
+]

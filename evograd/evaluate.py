@@ -1,0 +1,226 @@
+"""Evaluators: turn ``(center, seeds, mutation)`` into one fitness per member.
+
+Every evaluator materializes candidates ``center + noise.sample(mutation, seeds)`` in chunks of at
+most ``chunk_size`` rows, so a population of P never needs P × dim floats at once (DESIGN.md,
+contract 3), and reports non-finite losses as +inf (contract 6). What differs is how a chunk is
+scored:
+
+* :class:`SerialEvaluator`: one member at a time through the ordinary module; the reference, and
+  the way to score fitness functions that cannot be vectorized (episodic RL, Python-side logic).
+* :class:`VmapEvaluator`: the whole chunk at once with ``torch.func.functional_call`` under
+  ``vmap``, on the device the center lives on.
+* :class:`FunctionEvaluator`: a function of flat parameter vectors, e.g. a benchmark function.
+
+All of them count what they spent: ``evaluations`` (members scored) and ``forward_passes`` (samples
+pushed through the network, the unit of forward-pass equivalents, contract 8).
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, Protocol, Union
+
+import torch
+from torch import nn
+
+from evograd import flat, noise
+from evograd.shaping import finite_or_worst
+
+__all__ = ["Evaluator", "ChunkedEvaluator", "SerialEvaluator", "VmapEvaluator", "FunctionEvaluator"]
+
+Batch = Union[tuple, torch.Tensor]
+BatchSource = Union[Batch, Callable[[], Batch]]
+
+
+class Evaluator(Protocol):
+    """Anything called as ``evaluator(center, seeds, mutation) -> (n,) fitness``."""
+
+    def __call__(self, center: torch.Tensor, seeds: torch.Tensor, mutation: noise.Mutation) -> torch.Tensor:
+        ...
+
+
+class ChunkedEvaluator:
+    """Shared machinery: chunked candidate materialization, cost counters, non-finite handling.
+
+    Subclasses implement :meth:`_score`, which receives a (c, dim) chunk of candidates and the
+    context :meth:`_begin` prepared for this call (e.g. the minibatch every member shares).
+    """
+
+    def __init__(self, *, chunk_size: int = 256, layout: flat.Layout | None = None) -> None:
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size={chunk_size!r} is out of range; allowed integers in [1, inf)")
+        self.chunk_size = chunk_size
+        self.layout = layout
+        self.evaluations = 0
+        self.forward_passes = 0
+
+    def __call__(self, center: torch.Tensor, seeds: torch.Tensor, mutation: noise.Mutation) -> torch.Tensor:
+        """Fitness (lower is better, non-finite reported as +inf) of ``center`` perturbed by each seed.
+
+        Args:
+            center: (dim,) parameter vector; candidates live on its device and dtype.
+            seeds: (n,) int64 member seeds.
+            mutation: how seeds become perturbations.
+
+        Returns:
+            (n,) fitness on ``center``'s device.
+        """
+        if center.dim() != 1:
+            raise ValueError(f"center must be a (dim,) vector, got shape {tuple(center.shape)}")
+        if self.layout is not None and center.numel() != self.layout.dim:
+            raise ValueError(f"center has {center.numel()} entries but the model has {self.layout.dim} parameters")
+        context = self._begin()
+        fitness = torch.empty(len(seeds), dtype=center.dtype, device=center.device)
+        with torch.no_grad():
+            for part, rows in noise.iter_rows(mutation, seeds, center.numel(), chunk_size=self.chunk_size,
+                                              device=center.device, dtype=center.dtype, layout=self.layout):
+                candidates = rows.add_(center)  # (c, dim)
+                fitness[part] = self._score(candidates, context).to(fitness.dtype)
+        self.evaluations += len(seeds)
+        self.forward_passes += len(seeds) * self._samples(context)
+        return finite_or_worst(fitness)
+
+    def _begin(self) -> Any:
+        return None
+
+    def _samples(self, context: Any) -> int:
+        """Samples one member's evaluation pushes through the network (1 for a plain function)."""
+        return 1
+
+    def _score(self, candidates: torch.Tensor, context: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _ModelEvaluator(ChunkedEvaluator):
+    """An evaluator of a torch model on a batch ``(inputs, targets)`` shared by every member."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[..., torch.Tensor] | None, batch: BatchSource | None,
+                 *, chunk_size: int) -> None:
+        super().__init__(chunk_size=chunk_size, layout=flat.layout_of(model))
+        self.model = model
+        self.loss_fn = loss_fn
+        self.batch = batch
+
+    def set_batch(self, batch: BatchSource) -> None:
+        """Score the next calls on ``batch`` (a tuple ``(inputs, targets)`` or a callable returning one)."""
+        self.batch = batch
+
+    def _begin(self) -> tuple:
+        if self.batch is None:
+            raise ValueError("no batch: pass batch= or call set_batch() before evaluating")
+        batch = self.batch() if callable(self.batch) else self.batch
+        return batch if isinstance(batch, (tuple, list)) else (batch,)
+
+    def _samples(self, context: tuple) -> int:
+        return len(context[0])
+
+    def _fixed_tensors(self) -> dict[str, torch.Tensor]:
+        """Buffers and frozen parameters: shared, unperturbed, by every member."""
+        frozen = {n: p.detach() for n, p in self.model.named_parameters() if not p.requires_grad}
+        return {**frozen, **dict(self.model.named_buffers())}
+
+    def _loss(self, params: dict[str, torch.Tensor], batch: tuple) -> torch.Tensor:
+        inputs, *rest = batch
+        output = torch.func.functional_call(self.model, {**params, **self._fixed_tensors()}, (inputs,))
+        return self.loss_fn(output, *rest)
+
+
+class SerialEvaluator(_ModelEvaluator):
+    """The reference evaluator: members scored one at a time.
+
+    Either a loss on a batch: ``SerialEvaluator(model, loss_fn, batch)`` with
+    ``loss_fn(model(inputs), targets) -> scalar``; or any fitness of the model:
+    ``SerialEvaluator(model, fitness=f)`` with ``f(module) -> float``, called on a private copy of
+    the model holding the candidate's parameters (the user's model is never modified).
+
+    Examples:
+        >>> import torch
+        >>> model = torch.nn.Linear(2, 1)
+        >>> batch = (torch.ones(4, 2), torch.zeros(4, 1))
+        >>> ev = SerialEvaluator(model, torch.nn.functional.mse_loss, batch)
+        >>> from evograd import flat, noise
+        >>> ev(flat.flatten(model), noise.member_seeds(0, 0, 3), noise.Mutation()).shape
+        torch.Size([3])
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[..., torch.Tensor] | None = None,
+                 batch: BatchSource | None = None, *, fitness: Callable[[nn.Module], float] | None = None,
+                 chunk_size: int = 64) -> None:
+        if (fitness is None) == (loss_fn is None):
+            raise ValueError("pass exactly one of loss_fn (with batch) or fitness")
+        super().__init__(model, loss_fn, batch, chunk_size=chunk_size)
+        self.fitness = fitness
+        self._work = copy.deepcopy(model) if fitness is not None else None
+
+    def _begin(self) -> tuple | None:
+        return None if self.fitness is not None else super()._begin()
+
+    def _samples(self, context: tuple | None) -> int:
+        return 1 if context is None else super()._samples(context)
+
+    def _score(self, candidates: torch.Tensor, context: tuple | None) -> torch.Tensor:
+        scores = []
+        for candidate in candidates:
+            if self.fitness is not None:
+                flat.assign(self._work, candidate)
+                scores.append(float(self.fitness(self._work)))
+            else:
+                scores.append(self._loss(flat.unflatten(candidate, self.layout), context))
+        return torch.as_tensor(scores, dtype=torch.float64) if self.fitness is not None else torch.stack(scores)
+
+
+class VmapEvaluator(_ModelEvaluator):
+    """Members scored a chunk at a time with ``torch.func.vmap`` over ``functional_call``.
+
+    Agrees with :class:`SerialEvaluator` to float tolerance. ``loss_fn(output, targets)`` must be
+    vmappable (the ``torch.nn.functional`` losses are) and return a scalar; the model must not draw
+    random numbers in its forward (put dropout models in ``eval()`` mode).
+
+    Args:
+        model: the network; its trainable parameters define the flat vector.
+        loss_fn: ``loss_fn(model(inputs), targets) -> scalar``.
+        batch: ``(inputs, targets)``, or a callable returning one per call (a minibatch shared by
+            all members of that call).
+        chunk_size: members per vectorized call; bounds memory to chunk_size × (dim + activations).
+
+    Examples:
+        >>> import torch
+        >>> model = torch.nn.Linear(2, 1)
+        >>> batch = (torch.ones(4, 2), torch.zeros(4, 1))
+        >>> ev = VmapEvaluator(model, torch.nn.functional.mse_loss, batch)
+        >>> from evograd import flat, noise
+        >>> ev(flat.flatten(model), noise.member_seeds(0, 0, 3), noise.Mutation()).shape
+        torch.Size([3])
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[..., torch.Tensor], batch: BatchSource | None = None,
+                 *, chunk_size: int = 256) -> None:
+        super().__init__(model, loss_fn, batch, chunk_size=chunk_size)
+
+    def _score(self, candidates: torch.Tensor, context: tuple) -> torch.Tensor:
+        params = flat.stacked(candidates, self.layout)  # name -> (c, *shape)
+        return torch.func.vmap(lambda p: self._loss(p, context))(params)
+
+
+class FunctionEvaluator(ChunkedEvaluator):
+    """Fitness of flat parameter vectors: ``fn((c, dim) candidates) -> (c,)``.
+
+    For benchmark functions and any objective already written on vectors.
+
+    Examples:
+        >>> from evograd import noise
+        >>> sphere = FunctionEvaluator(lambda x: (x ** 2).sum(1))
+        >>> sphere(torch.zeros(3), noise.member_seeds(0, 0, 2), noise.Mutation()).shape
+        torch.Size([2])
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], *, chunk_size: int = 1024) -> None:
+        super().__init__(chunk_size=chunk_size)
+        self.fn = fn
+
+    def _score(self, candidates: torch.Tensor, context: None) -> torch.Tensor:
+        scores = self.fn(candidates)
+        if scores.shape != candidates.shape[:1]:
+            raise ValueError(f"fn must return one fitness per candidate, shape ({len(candidates)},), "
+                             f"got {tuple(scores.shape)}")
+        return scores
