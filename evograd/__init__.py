@@ -3,7 +3,7 @@
 The public API, re-exported here (importing evograd has no side effects and needs only torch,
 numpy and deap; optional extras are imported where they are used).
 """
-from evograd import flat, noise, shaping
+from evograd import feedback, flat, noise, shaping
 from evograd.evaluate import ChunkedEvaluator, Evaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
 from evograd.noise import Mutation
 from evograd.population import (
@@ -32,6 +32,7 @@ __all__ = [
     "SerialEvaluator",
     "StrategyState",
     "VmapEvaluator",
+    "feedback",
     "flat",
     "noise",
     "shaping",
