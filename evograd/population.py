@@ -263,10 +263,10 @@ class RollingImprovement(_SeedStrategy):
     ``lr · decay^t`` along ``m/||m||`` (or ``lr·m`` with ``normalize_step=False``). With
     ``elitist=True`` the center instead jumps to the best improving mutation when there is one.
 
-    Judgement calls (measured on digits, see ``../shared/NOTES.md`` and the tests): radial
-    (``loguniform``) or Gaussian mutations with slope weights estimate the gradient far better than
-    per-coordinate heavy tails, whose few huge coordinates own each row's direction; clipping
-    Cauchy rows (``Mutation(clip=...)``) recovers much of that.
+    Judgement calls, measured on digits (MLP 64-32-10, 64 antithetic mutations, minibatch 128,
+    1,500 generations = 12.5M FE): unclipped per-coordinate Cauchy (σ=0.005) reached 84% test
+    accuracy, because a few huge coordinates own each row's direction; Cauchy clipped at 3σ
+    (σ=0.01, the default) 95-96%, Gaussian σ=0.02 95-96%, radial ``loguniform`` 95-97%.
 
     Args:
         size: mutations per generation.
@@ -282,11 +282,25 @@ class RollingImprovement(_SeedStrategy):
 
     References:
         Salimans et al. (2017) for the signed variant; Yao & Liu (1999) for scale-free mutation.
+
+    Examples:
+        >>> import torch
+        >>> from evograd import FunctionEvaluator
+        >>> strategy = RollingImprovement(size=16, lr=0.0)  # lr=0: hold the center, watch the estimate
+        >>> evaluate = FunctionEvaluator(lambda x: (x ** 2).sum(1))
+        >>> state = strategy.init(torch.ones(20), seed=0)
+        >>> for _ in range(30):
+        ...     seeds = strategy.ask(state)
+        ...     state, _ = strategy.tell(state, seeds, evaluate(state.center, seeds, state.mutation))
+        >>> cosine = torch.nn.functional.cosine_similarity(state.estimate, -2 * state.center, dim=0)
+        >>> bool(cosine > 0.8)
+        True
     """
 
     evaluates_parent = True
 
-    def __init__(self, *, size: int = 64, mutation: Mutation = Mutation(kind="gaussian", sigma=0.02, antithetic=True),
+    def __init__(self, *, size: int = 64,
+                 mutation: Mutation = Mutation(kind="cauchy", sigma=0.01, clip=3.0, antithetic=True),
                  beta: float = 0.9, lr: float = 0.05, lr_decay: float = 1.0, weighting: str = "slope",
                  use_worse: bool = False, normalize_step: bool = True, elitist: bool = False,
                  chunk_size: int = 256) -> None:
