@@ -72,7 +72,7 @@ def _check_range(name: str, value: float, low: float, high: float, *, low_open: 
     if not math.isfinite(value) or below or above:
         left = "(" if low_open else "["
         right = ")" if high_open else "]"
-        raise ValueError(f"{name}={value!r} is out of range; allowed {left}{low}, {high}{right}")
+        raise ValueError(f"{name}={value!r} is out of range; allowed {left}{low:g}, {high:g}{right}")
 
 
 @dataclasses.dataclass(frozen=True)
