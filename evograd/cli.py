@@ -1,0 +1,196 @@
+"""The ``evograd`` command line: ``evograd compare`` (the main job) and ``evograd run``.
+
+Errors a user can fix (an unknown task or method, a bad budget, an unwritable directory, a missing
+extra) end the program with exit code 2 and one line saying what was wrong and how to fix it,
+never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+DEFAULT_BUDGET_FE = 3_000_000
+
+
+class UsageError(Exception):
+    """A mistake in the command line: reported as one line, exit code 2."""
+
+
+def _progress_factory(stream=sys.stderr):
+    """A one-line progress bar per run: redrawn in place on a terminal, a line per quarter otherwise."""
+    interactive = stream.isatty()
+
+    def factory(label: str):
+        start, shown = time.perf_counter(), [-1]
+
+        def update(fraction: float, status: str) -> None:
+            quarter = int(fraction * 4)
+            if not interactive and quarter == shown[0]:
+                return
+            shown[0] = quarter
+            bar = "#" * int(fraction * 24)
+            line = f"{label:<18} [{bar:<24}] {fraction:4.0%} {time.perf_counter() - start:6.1f}s  {status}"
+            stream.write(("\r" + line + ("\n" if fraction >= 1 else "")) if interactive else line + "\n")
+            stream.flush()
+
+        return update
+
+    return factory
+
+
+def _writable_dir(path: str) -> pathlib.Path:
+    out = pathlib.Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".evograd-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"--out {path!r} is not a writable directory ({err.strerror}); choose another with --out")
+    return out
+
+
+def _budget(args):
+    from evograd.compare import Budget
+
+    if args.budget_fe is not None and args.budget_seconds is not None:
+        raise UsageError("give --budget-fe or --budget-seconds, not both")
+    if args.budget_seconds is not None:
+        return Budget(seconds=args.budget_seconds)
+    return Budget(fe=args.budget_fe if args.budget_fe is not None else DEFAULT_BUDGET_FE)
+
+
+def _task(name: str, path: str | None):
+    from evograd import tasks
+
+    if name == "mnist" and path is None:
+        raise UsageError("the mnist task needs --data-path DIR holding the four MNIST IDX files")
+    return tasks.get(name, **({"path": path} if name == "mnist" else {}))
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+    return name
+
+
+def _report(task, budget, results, out: pathlib.Path, title: str) -> None:
+    from evograd import compare, plots
+
+    rows = compare.summarize(task, results)
+    print(compare.format_table(task, rows))
+    compare.write_outputs(out, task, budget, results, rows)
+    written = ["results.json", "summary.csv"]
+    try:
+        plots.curves(results, task.metric_name, title, out / "curves.png")
+        written.append("curves.png")
+    except ImportError as err:
+        print(f"note: no plot ({err})")
+    print(f"wrote {', '.join(str(out / name) for name in written)}")
+
+
+def _cmd_compare(args) -> None:
+    from evograd import compare
+
+    methods = args.methods or list(compare.DEFAULT_METHODS)
+    for method in methods:
+        if method not in compare.METHODS:
+            raise UsageError(f"unknown method {method!r}; choose from {', '.join(compare.METHODS)}")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds} is out of range; allowed 1 or more")
+    budget = _budget(args)
+    out = _writable_dir(args.out)
+    device = _device(args.device)
+    task = _task(args.task, args.data_path)
+    overrides = compare.parse_overrides(args.set or [])
+    results = compare.compare(task, methods, range(args.seeds), budget, overrides=overrides, device=device,
+                              progress_factory=_progress_factory())
+    budget_text = f"{budget.fe:,} FE" if budget.fe else f"{budget.seconds:g} s"
+    _report(task, budget, results, out, f"{task.name}: {len(methods)} methods, {args.seeds} seeds, {budget_text}")
+
+
+def _cmd_run(args) -> None:
+    from evograd import compare
+
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise UsageError("reading a TOML config needs Python 3.11 or: pip install tomli")
+    try:
+        config = tomllib.loads(pathlib.Path(args.config).read_text())
+    except OSError as err:
+        raise UsageError(f"cannot read config {args.config!r}: {err.strerror}")
+    except tomllib.TOMLDecodeError as err:
+        raise UsageError(f"config {args.config!r} is not valid TOML: {err}")
+    unknown = set(config) - {"task", "method", "seed", "budget_fe", "budget_seconds", "out", "data_path", "device",
+                             "settings"}
+    if unknown:
+        raise UsageError(f"config {args.config!r} has unknown keys {sorted(unknown)}")
+    if "method" not in config:
+        raise UsageError(f"config {args.config!r} needs method = one of {', '.join(compare.METHODS)}")
+    args.budget_fe, args.budget_seconds = config.get("budget_fe"), config.get("budget_seconds")
+    budget = _budget(args)
+    out = _writable_dir(config.get("out", args.out))
+    task = _task(config.get("task", "digits"), config.get("data_path"))
+    result = compare.run_method(task, config["method"], int(config.get("seed", 0)), budget,
+                                overrides=config.get("settings"), device=_device(config.get("device", "cpu")),
+                                progress=_progress_factory()(f"{config['method']} seed {config.get('seed', 0)}"))
+    _report(task, budget, [result], out, f"{task.name}: {config['method']}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other error of this command."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from evograd import tasks
+
+    parser = _Parser(prog="evograd", description="Train networks by mixing evolution with gradients.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    cmp = sub.add_parser("compare", help="compare methods against SGD/Adam on one task, same budget")
+    cmp.add_argument("--task", default="digits", choices=list(tasks.TASKS))
+    cmp.add_argument("--methods", nargs="+", metavar="METHOD", help="default: every method built in")
+    cmp.add_argument("--budget-fe", type=int, help=f"forward-pass equivalents per run (default {DEFAULT_BUDGET_FE:,})")
+    cmp.add_argument("--budget-seconds", type=float, help="wall seconds per run, instead of --budget-fe")
+    cmp.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
+    cmp.add_argument("--out", default="evograd-compare", help="output directory (default ./evograd-compare)")
+    cmp.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    cmp.add_argument("--data-path", help="directory of the data files (the mnist task)")
+    cmp.add_argument("--set", action="append", metavar="METHOD.KEY=VALUE", help="override a method's setting")
+    cmp.set_defaults(handler=_cmd_compare)
+    run = sub.add_parser("run", help="train one method on one task from a TOML config")
+    run.add_argument("config", help="TOML file: task, method, seed, budget_fe or budget_seconds, out, [settings]")
+    run.add_argument("--out", default="evograd-run", help="output directory when the config names none")
+    run.set_defaults(handler=_cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``evograd`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (UsageError, ValueError, ImportError) as err:
+        print(f"evograd: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evograd: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

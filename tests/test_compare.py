@@ -1,0 +1,117 @@
+"""Tests of evograd.compare and the ``evograd`` command line, on tiny budgets."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from evograd import compare, tasks
+
+pytest.importorskip("sklearn")
+
+
+def _cli(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "evograd.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_compare_cli_end_to_end_is_reproducible(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = []
+    for name in ("a", "b"):
+        out = _cli("compare", "--methods", "adam", "rolling", "--budget-fe", "60000", "--seeds", "2",
+                   "--out", str(tmp_path / name))
+        assert out.returncode == 0, out.stderr
+        assert "adam" in out.stdout and "rolling" in out.stdout and "FE to 0.95" in out.stdout
+        runs.append(json.loads((tmp_path / name / "results.json").read_text()))
+    curves = [[(run["method"], run["seed"], [p[0] for p in run["curve"]], [p[2] for p in run["curve"]])
+               for run in payload["runs"]] for payload in runs]
+    assert curves[0] == curves[1], "same seeds, same numbers (wall time aside)"
+    assert len(runs[0]["runs"]) == 4 and {r["method"] for r in runs[0]["runs"]} == {"adam", "rolling"}
+    csv = (tmp_path / "a" / "summary.csv").read_text().splitlines()
+    assert csv[0].startswith("method,") and len(csv) == 3
+    png = (tmp_path / "a" / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "imagenet"], "invalid choice"),
+    (["--methods", "lbfgs"], "unknown method 'lbfgs'"),
+    (["--budget-fe", "0"], "budget fe=0"),
+    (["--budget-seconds", "-1"], "budget seconds=-1"),
+    (["--out", "/proc/evograd"], "is not a writable directory"),
+    (["--set", "rolling.momentum=0.9"], "rolling has no setting 'momentum'"),
+    (["--task", "mnist"], "needs --data-path"),
+])
+def test_bad_input_exits_nonzero_with_one_line(args, message):
+    out = _cli("compare", *args, timeout=60)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert len([line for line in out.stderr.splitlines() if line.strip() and not line.startswith("usage")]) == 1
+
+
+def test_run_from_a_toml_config(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('task = "digits"\nmethod = "openes"\nseed = 1\nbudget_fe = 40000\n'
+                      f'out = "{tmp_path / "out"}"\n[settings]\nsize = 16\nlr = 0.02\n')
+    out = _cli("run", str(config))
+    assert out.returncode == 0, out.stderr
+    payload = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert payload["runs"][0]["settings"]["size"] == 16 and payload["runs"][0]["seed"] == 1
+
+
+class _CountingModel(torch.nn.Module):
+    """Counts training samples pushed forward (batches of the training batch size only)."""
+
+    def __init__(self, inner, batch_size):
+        super().__init__()
+        self.inner, self.batch_size, self.samples = inner, batch_size, 0
+
+    def forward(self, x):
+        if x.shape[0] == self.batch_size:
+            self.samples += x.shape[0]
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("method, per_sample", [("adam", 3), ("rolling", 1), ("evolution", 1)])
+def test_fe_counts_what_was_really_evaluated(monkeypatch, method, per_sample):
+    """Score members one at a time (SerialEvaluator) so every forward pass is seen and counted."""
+    from evograd.evaluate import SerialEvaluator
+
+    monkeypatch.setattr(compare, "VmapEvaluator", SerialEvaluator)
+    base = tasks.get("digits")
+    settings = compare.settings_for(method, "digits")
+    models = []
+
+    def make_model(seed):
+        models.append(_CountingModel(base.make_model(seed), settings["batch_size"]))
+        return models[-1]
+
+    task = compare.dataclasses.replace(base, make_model=make_model)
+    result = compare.run_method(task, method, 0, compare.Budget(fe=20_000))
+    assert result.fe >= 20_000
+    assert result.fe == per_sample * models[0].samples
+
+
+def test_backprop_methods_are_skipped_on_episodic_tasks():
+    pytest.importorskip("gymnasium")
+    result = compare.run_method(tasks.get("cartpole"), "adam", 0, compare.Budget(fe=10))
+    assert result.curve == [] and "skipped" in result.note
+
+
+def test_summary_reports_fe_to_target():
+    task = tasks.get("digits")
+    runs = [compare.RunResult("m", s, {}, [(0, 0.0, 0.1), (100, 1.0, 0.96), (200, 2.0, 0.97)], 200, 2.0)
+            for s in range(2)]
+    (row,) = compare.summarize(task, runs)
+    assert row["fe_to_target"] == 100 and row["reached"] == 2
+    assert row["final_mean"] == pytest.approx(0.97) and row["best_mean"] == pytest.approx(0.97)
+
+
+def test_budget_validation():
+    with pytest.raises(ValueError, match="exactly one"):
+        compare.Budget()
+    with pytest.raises(ValueError, match="fe=-5"):
+        compare.Budget(fe=-5)
