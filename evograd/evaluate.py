@@ -46,9 +46,9 @@ class ChunkedEvaluator:
     context :meth:`_begin` prepared for this call (e.g. the minibatch every member shares).
     """
 
-    def __init__(self, *, chunk_size: int = 256, layout: flat.Layout | None = None) -> None:
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size={chunk_size!r} is out of range; allowed integers in [1, inf)")
+    def __init__(self, *, chunk_size: int | None = 256, layout: flat.Layout | None = None) -> None:
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size={chunk_size!r} is out of range; allowed None or integers in [1, inf)")
         self.chunk_size = chunk_size
         self.layout = layout
         self.evaluations = 0
@@ -72,13 +72,30 @@ class ChunkedEvaluator:
         context = self._begin()
         fitness = torch.empty(len(seeds), dtype=center.dtype, device=center.device)
         with torch.no_grad():
-            for part, rows in noise.iter_rows(mutation, seeds, center.numel(), chunk_size=self.chunk_size,
+            for part, rows in noise.iter_rows(mutation, seeds, center.numel(),
+                                              chunk_size=self.chunk_rows(center.numel(), center.dtype),
                                               device=center.device, dtype=center.dtype, layout=self.layout):
                 candidates = rows.add_(center)  # (c, dim)
                 fitness[part] = self._score(candidates, context).to(fitness.dtype)
         self.evaluations += len(seeds)
         self.forward_passes += len(seeds) * self._samples(context)
         return finite_or_worst(fitness)
+
+    def chunk_rows(self, dim: int, dtype: torch.dtype) -> int:
+        """Candidates materialized and scored at once for a center of ``dim`` coordinates.
+
+        That is ``chunk_size``, or when it is None as many as fit in 16 MiB, at most 64. Why: every chunk has a fixed cost (about 0.3 ms for a ``vmap`` of
+        ``functional_call`` on this CPU) that small models must spread over many members, while
+        large models run faster when a chunk and its activations stay in cache and are reused by
+        the allocator rather than mapped afresh, page fault by page fault. On 2 EPYC cores at
+        batch 256 it picks 64 members for a 4,810-parameter MLP and 41 for a 100,810-parameter
+        one, both within 5% of the best chunk size from 24 to 256 and up to 2.2x faster than 256.
+        Set ``chunk_size`` higher on a GPU, lower for models whose activations dwarf their
+        parameters (convolutions, long sequences).
+        """
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return min(64, noise.chunk_rows(dim, dtype, nbytes=16 << 20))
 
     def _begin(self) -> Any:
         return None
@@ -118,6 +135,20 @@ class _ModelEvaluator(ChunkedEvaluator):
         """Buffers and frozen parameters: shared, unperturbed, by every member."""
         frozen = {n: p.detach() for n, p in self.model.named_parameters() if not p.requires_grad}
         return {**frozen, **dict(self.model.named_buffers())}
+
+    def objective(self) -> tuple[Callable[[dict[str, torch.Tensor]], torch.Tensor], int]:
+        """The loss as a function of parameters on one batch, and that batch's number of samples.
+
+        For direction sources that need the loss itself rather than a population's fitness
+        (forward gradients, SPSA). ``loss(params)`` uses ``params`` (name -> tensor) in place of
+        the model's own and the model's current values for the rest; it is differentiable
+        (``torch.func.jvp`` works through it) and counts nothing: the caller charges its FE. A
+        callable batch is drawn once, here, so every call of ``loss`` sees the same data.
+        """
+        if self.loss_fn is None:
+            raise ValueError(f"{type(self).__name__} built with fitness= has no loss on a batch")
+        batch = self._begin()
+        return (lambda params: self._loss(params, batch)), self._samples(batch)
 
     def _loss(self, params: dict[str, torch.Tensor], batch: tuple) -> torch.Tensor:
         inputs, *rest = batch
@@ -182,6 +213,7 @@ class VmapEvaluator(_ModelEvaluator):
         batch: ``(inputs, targets)``, or a callable returning one per call (a minibatch shared by
             all members of that call).
         chunk_size: members per vectorized call; bounds memory to chunk_size × (dim + activations).
+            By default (None) as many as fit in 16 MiB, at most 64: see :meth:`chunk_rows`.
 
     Examples:
         >>> import torch
@@ -194,7 +226,7 @@ class VmapEvaluator(_ModelEvaluator):
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable[..., torch.Tensor], batch: BatchSource | None = None,
-                 *, chunk_size: int = 256) -> None:
+                 *, chunk_size: int | None = None) -> None:
         super().__init__(model, loss_fn, batch, chunk_size=chunk_size)
 
     def _score(self, candidates: torch.Tensor, context: tuple) -> torch.Tensor:

@@ -72,9 +72,11 @@ class RollingState(StrategyState):
 
 @dataclasses.dataclass(frozen=True)
 class ESState(StrategyState):
-    """State of :class:`OpenES`; ``optimizer_state`` is the torch optimizer's ``state_dict()``."""
+    """State of :class:`OpenES`; ``optimizer_state`` is the torch optimizer's ``state_dict()``,
+    ``gradient`` the last generation's (dim,) estimate (uphill in loss; ``None`` before the first)."""
 
     optimizer_state: dict | None = None
+    gradient: torch.Tensor | None = None
 
 
 class _SeedStrategy:
@@ -82,7 +84,7 @@ class _SeedStrategy:
 
     evaluates_parent = False
 
-    def __init__(self, *, size: int, mutation: Mutation, chunk_size: int) -> None:
+    def __init__(self, *, size: int, mutation: Mutation, chunk_size: int | None) -> None:
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"size={size!r} is out of range; allowed integers in [1, inf)")
         if not isinstance(mutation, Mutation):
@@ -92,8 +94,8 @@ class _SeedStrategy:
         if isinstance(mutation.scale, dict):
             raise ValueError("mutation.scale names parameters: call mutation.resolve(model) before "
                              "handing it to a strategy")
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size={chunk_size!r} is out of range; allowed integers in [1, inf)")
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size={chunk_size!r} is out of range; allowed None or integers in [1, inf)")
         self.size = size
         self.mutation = mutation
         self.chunk_size = chunk_size
@@ -170,7 +172,8 @@ class ScaleFreeEvolution(_SeedStrategy):
         success_target: the success rate the rule aims at, in (0, 1).
         damping: how slowly sigma moves, > 0.
         sigma_bounds: sigma is kept in this closed interval.
-        chunk_size: rows regenerated at once in ``tell``.
+        chunk_size: rows regenerated at once in ``tell``; by default about 4 MiB of them
+            (:func:`evograd.noise.chunk_rows`).
 
     Examples:
         >>> import torch
@@ -189,8 +192,8 @@ class ScaleFreeEvolution(_SeedStrategy):
 
     def __init__(self, *, size: int = 16, mutation: Mutation = Mutation(kind="cauchy", sigma=0.1),
                  selection: str = "plus", mu: int = 1, adapt_sigma: bool = True, success_target: float = 0.2,
-                 damping: float = 1.0, sigma_bounds: tuple[float, float] = (1e-12, 1e12), chunk_size: int = 256
-                 ) -> None:
+                 damping: float = 1.0, sigma_bounds: tuple[float, float] = (1e-12, 1e12),
+                 chunk_size: int | None = None) -> None:
         super().__init__(size=size, mutation=mutation, chunk_size=chunk_size)
         if selection not in ("plus", "comma"):
             raise ValueError(f"selection={selection!r} is not allowed; allowed 'plus' or 'comma'")
@@ -278,7 +281,8 @@ class RollingImprovement(_SeedStrategy):
         use_worse: also use non-improving mutations, with negative weight.
         normalize_step: move a fixed length along the estimate's direction.
         elitist: jump to the best improving mutation when one exists.
-        chunk_size: rows regenerated at once in ``tell``.
+        chunk_size: rows regenerated at once in ``tell``; by default about 4 MiB of them
+            (:func:`evograd.noise.chunk_rows`).
 
     References:
         Salimans et al. (2017) for the signed variant; Yao & Liu (1999) for scale-free mutation.
@@ -303,7 +307,7 @@ class RollingImprovement(_SeedStrategy):
                  mutation: Mutation = Mutation(kind="cauchy", sigma=0.01, clip=3.0, antithetic=True),
                  beta: float = 0.9, lr: float = 0.05, lr_decay: float = 1.0, weighting: str = "slope",
                  use_worse: bool = False, normalize_step: bool = True, elitist: bool = False,
-                 chunk_size: int = 256) -> None:
+                 chunk_size: int | None = None) -> None:
         super().__init__(size=size, mutation=mutation, chunk_size=chunk_size)
         _check_range("beta", beta, 0.0, 1.0, high_open=True)
         _check_range("lr", lr, 0.0, math.inf, high_open=True)
@@ -373,7 +377,8 @@ class OpenES(_SeedStrategy):
         lr: optimizer learning rate.
         optimizer: a ``torch.optim.Optimizer`` class.
         optimizer_kw: extra keyword arguments for it (e.g. ``{"weight_decay": 1e-4}``).
-        chunk_size: rows regenerated at once in ``tell``.
+        chunk_size: rows regenerated at once in ``tell``; by default about 4 MiB of them
+            (:func:`evograd.noise.chunk_rows`).
 
     References:
         Salimans, Ho, Chen, Sidor & Sutskever (2017).
@@ -393,7 +398,7 @@ class OpenES(_SeedStrategy):
 
     def __init__(self, *, size: int = 64, mutation: Mutation = Mutation(kind="gaussian", sigma=0.02, antithetic=True),
                  lr: float = 0.01, optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
-                 optimizer_kw: dict | None = None, chunk_size: int = 256) -> None:
+                 optimizer_kw: dict | None = None, chunk_size: int | None = None) -> None:
         super().__init__(size=size, mutation=mutation, chunk_size=chunk_size)
         _check_range("lr", lr, 0.0, math.inf, high_open=True)
         if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
@@ -415,6 +420,8 @@ class OpenES(_SeedStrategy):
         grad = total / (len(seeds) * sigma ** 2)
 
         # --- optimizer step on a private copy of the center and optimizer state
+        # (optimizers update their state in place, so the state loaded is a copy; the state saved
+        # needs none: this optimizer is private to this call and dropped at its end)
         param = torch.nn.Parameter(state.center.clone())
         opt = self.optimizer([param], lr=self.lr, **self.optimizer_kw)
         if state.optimizer_state is not None:
@@ -423,7 +430,7 @@ class OpenES(_SeedStrategy):
         opt.step()
 
         new_state = dataclasses.replace(state, center=param.detach(), generation=state.generation + 1,
-                                        optimizer_state=copy.deepcopy(opt.state_dict()))
+                                        optimizer_state=opt.state_dict(), gradient=grad)
         metrics = {"generation": state.generation, "fitness": float(fitness.mean()),
                    "best": float(fitness.min()), "grad_norm": float(grad.norm()), "nonfinite": nonfinite}
         return new_state, metrics
