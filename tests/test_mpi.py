@@ -1,0 +1,205 @@
+"""Tests of evograd.mpi and mpi/train.py.
+
+Tests marked ``mpi`` launch ``mpiexec -n N <python> -m mpi4py script`` in a subprocess of its own
+session with a timeout, and kill the whole process group if it runs over (so a hang fails the test
+instead of the suite). The other tests need neither MPI nor mpi4py.
+"""
+import contextlib
+import dataclasses
+import importlib.util
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import types
+
+import pytest
+import torch
+
+from evograd import FunctionEvaluator, Mutation, OpenES, checkpoint
+from evograd.mpi import MPIEvaluator, split, state_digest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "tests" / "mpi_scripts"
+TRAIN = ROOT / "mpi" / "train.py"
+_BESIDE = pathlib.Path(sys.executable).parent / "mpiexec"
+MPIEXEC = str(_BESIDE) if _BESIDE.exists() else shutil.which("mpiexec")
+needs_mpi = pytest.mark.skipif(MPIEXEC is None or importlib.util.find_spec("mpi4py") is None,
+                               reason="needs mpiexec and mpi4py: pip install mpi4py mpich")
+
+
+def mpirun(n, script, *args, timeout=60, wait=True):
+    """Launch ``script`` on ``n`` ranks; returns (returncode, output), or the Popen when not ``wait``."""
+    path = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "OMP_NUM_THREADS": "1"}
+    command = [MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py", str(script), *map(str, args)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                            start_new_session=True)
+    if not wait:
+        return proc
+    return finish(proc, timeout)
+
+
+def finish(proc, timeout):
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"MPI job hung for {timeout} s and was killed; output:\n{out.decode(errors='replace')}")
+    return proc.returncode, out.decode(errors="replace")
+
+
+# ----------------------------------------------------------------------------------------------
+# without MPI
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 10, 19, 100, 257])
+@pytest.mark.parametrize("parts", [1, 2, 3, 7, 16])
+@pytest.mark.parametrize("block", [1, 4, 32])
+def test_split_covers_every_index_once_balanced_and_aligned(n, parts, block):
+    shares = split(n, parts, block=block)
+    assert len(shares) == parts
+    assert [i for share in shares for i in share] == list(range(n))
+    sizes = [len(share) for share in shares]
+    if block == 1:
+        assert max(sizes) - min(sizes) <= 1
+    assert all(abs(size - n / parts) <= block for size in sizes)
+    assert all(share.start % block == 0 for share in shares if share.start < n)
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(n=-1, parts=2), "n"), (dict(n=4, parts=0), "parts"),
+                                          (dict(n=4, parts=2, block=0), "block"), (dict(n=4.0, parts=2), "n")])
+def test_split_refuses_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        split(**kwargs)
+
+
+def test_missing_mpi_names_the_extra(monkeypatch):
+    sphere = FunctionEvaluator(lambda x: (x ** 2).sum(1))
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # not installed: ImportError
+    with pytest.raises(ImportError, match=r"evograd\[mpi\]"):
+        MPIEvaluator(sphere)
+    no_library = types.ModuleType("mpi4py")  # installed, but no MPI library to load: RuntimeError
+
+    def fail(name):
+        raise RuntimeError("cannot load MPI library")
+
+    no_library.__getattr__ = fail
+    monkeypatch.setitem(sys.modules, "mpi4py", no_library)
+    with pytest.raises(ImportError, match=r"evograd\[mpi\].*cannot load MPI library"):
+        MPIEvaluator(sphere)
+
+
+def test_state_digest_sees_every_part_of_a_state():
+    strategy = OpenES(size=4, mutation=Mutation(sigma=0.1, antithetic=True))
+    state = strategy.init(torch.ones(3), seed=0)
+    seeds = strategy.ask(state)
+    state, _ = strategy.tell(state, seeds, torch.arange(4.0))
+    digest = state_digest(state)
+    assert state_digest(dataclasses.replace(state, center=state.center.clone())) == digest
+    moved = state.optimizer_state["state"][0]["exp_avg"].clone().add_(1e-3)
+    changed = {**state.optimizer_state, "state": {0: {**state.optimizer_state["state"][0], "exp_avg": moved}}}
+    assert state_digest(dataclasses.replace(state, optimizer_state=changed)) != digest
+    assert state_digest(dataclasses.replace(state, mutation=state.mutation.replace(sigma=0.1000001))) != digest
+    assert state_digest(dataclasses.replace(state, center=state.center.double())) != digest
+
+
+# ----------------------------------------------------------------------------------------------
+# with MPI
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference") / "reference.pt"
+    subprocess.run([sys.executable, str(SCRIPTS / "spmd_run.py"), "--reference", str(out)], check=True, timeout=60,
+                   cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return torch.load(out)
+
+
+@pytest.mark.mpi
+@needs_mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ranks_reproduce_the_single_process_run_bit_for_bit(ranks, reference, tmp_path):
+    """Every strategy, a population that 2 and 3 ranks split unevenly, a model sensitive to chunking."""
+    code, out = mpirun(ranks, SCRIPTS / "spmd_run.py", tmp_path / "spmd.pt")
+    assert code == 0, out
+    assert all(f"rank {r} of {ranks} ok" in out for r in range(ranks)), out
+    results = torch.load(tmp_path / "spmd.pt")
+    for name, want in reference.items():
+        got = results[name]
+        assert torch.equal(got["fitness"], want["fitness"]), name
+        assert torch.equal(got["center"], want["center"]), name
+        assert (got["evaluations"], got["forward_passes"]) == (want["evaluations"], want["forward_passes"]), name
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_an_exception_on_one_rank_aborts_the_job():
+    start = time.perf_counter()
+    code, out = mpirun(2, SCRIPTS / "fail_rank1.py", timeout=30)
+    assert code != 0
+    assert "Traceback" in out and "RuntimeError: deliberate failure on rank 1" in out, out
+    assert time.perf_counter() - start < 30
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_check_sync_catches_a_desynchronized_rank_on_every_rank():
+    code, out = mpirun(3, SCRIPTS / "desync.py")
+    assert code == 0, out
+    for rank in range(3):
+        assert (f"rank {rank} caught SyncError: ranks out of sync at generation 4: rank(s) [1] differ from "
+                f"rank(s) [0, 2]") in out, out
+
+
+TRAIN_ARGS = ("--task", "teacher", "--strategy", "openes", "--population", "16", "--chunk-size", "4",
+              "--batch-size", "64", "--checkpoint-every", "5", "--log-every", "1000")
+
+
+def generation_of(path):
+    return int(path.stem.split("-")[1])  # ckpt-000000015.pt -> 15, without reading a file being pruned
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_a_killed_run_resumes_to_the_uninterrupted_result_and_truncation_is_refused(tmp_path):
+    """SIGKILL a 2-rank training job after its first checkpoints, resume it, compare with a clean run.
+
+    The killed job is asked for more generations than it will live to see, so the kill always lands
+    mid-run; the target ``G`` is chosen after the kill, and both the resumed job and an uninterrupted
+    job run to ``G``: they must end with the same parameters and Adam state, bit for bit.
+    """
+    clean, broken = tmp_path / "clean", tmp_path / "broken"
+    job = mpirun(2, TRAIN, *TRAIN_ARGS, "--generations", 10**6, "--checkpoint-dir", broken, wait=False)
+    deadline = time.monotonic() + 60
+    while checkpoint.latest(broken) is None or generation_of(checkpoint.latest(broken)) < 10:
+        if job.poll() is not None or time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGKILL)
+            pytest.fail("the job ended or stalled before its checkpoints:\n" + finish(job, 10)[1])
+        time.sleep(0.02)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.communicate()
+    interrupted_at = checkpoint.load(checkpoint.latest(broken)).generation
+    target = interrupted_at + 15
+
+    code, out = mpirun(2, TRAIN, *TRAIN_ARGS, "--generations", target, "--checkpoint-dir", clean)
+    assert code == 0, out
+    code, out = mpirun(2, TRAIN, *TRAIN_ARGS, "--generations", target, "--checkpoint-dir", broken, "--resume")
+    assert code == 0, out
+    assert f"from generation {interrupted_at}" in out
+    want, got = checkpoint.load(checkpoint.latest(clean)), checkpoint.load(checkpoint.latest(broken))
+    assert got.generation == want.generation == target
+    assert torch.equal(got.state.center, want.state.center)
+    assert state_digest(got.state) == state_digest(want.state)
+    assert got.metadata == want.metadata  # forward passes keep counting across the resume
+
+    newest = checkpoint.latest(broken)
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    code, out = mpirun(1, TRAIN, *TRAIN_ARGS, "--generations", target + 10, "--checkpoint-dir", broken, "--resume")
+    assert code != 0
+    assert f"{newest} cannot be read: it is truncated" in out, out
