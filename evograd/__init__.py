@@ -3,9 +3,11 @@
 The public API, re-exported here (importing evograd has no side effects and needs only torch,
 numpy and deap; optional extras are imported where they are used).
 """
-from evograd import feedback, flat, noise, shaping
+from evograd import checkpoint, deap_tools, diagnostics, directions, feedback, flat, mpi, noise, shaping, tasks
 from evograd.evaluate import ChunkedEvaluator, Evaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
+from evograd.mpi import MPIEvaluator
 from evograd.noise import Mutation
+from evograd.optim import HybridOptimizer
 from evograd.population import (
     ESState,
     EvolutionState,
@@ -24,6 +26,8 @@ __all__ = [
     "Evaluator",
     "EvolutionState",
     "FunctionEvaluator",
+    "HybridOptimizer",
+    "MPIEvaluator",
     "Mutation",
     "OpenES",
     "RollingImprovement",
@@ -32,9 +36,15 @@ __all__ = [
     "SerialEvaluator",
     "StrategyState",
     "VmapEvaluator",
+    "checkpoint",
+    "deap_tools",
+    "diagnostics",
+    "directions",
     "feedback",
     "flat",
+    "mpi",
     "noise",
     "shaping",
+    "tasks",
     "__version__",
 ]
