@@ -1,4 +1,4 @@
-"""The ``evograd`` command line: ``evograd compare`` (the main job) and ``evograd run``.
+"""The ``evograd`` command line: ``evograd compare`` (the main job), ``evograd run`` and ``evograd experiment``.
 
 Errors a user can fix (an unknown task or method, a bad budget, an unwritable directory, a missing
 extra) end the program with exit code 2 and one line saying what was wrong and how to fix it,
@@ -41,6 +41,15 @@ def _progress_factory(stream=sys.stderr):
         return update
 
     return factory
+
+
+def torch_threads(n: int) -> None:
+    """Run torch on ``n`` CPU threads, with denormals flushed (over-fitted batches produce them and
+    slow every step several-fold on CPUs)."""
+    import torch
+
+    torch.set_num_threads(n)
+    torch.set_flush_denormal(True)
 
 
 def _writable_dir(path: str) -> pathlib.Path:
@@ -105,6 +114,9 @@ def _cmd_compare(args) -> None:
             raise UsageError(f"unknown method {method!r}; choose from {', '.join(compare.METHODS)}")
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds} is out of range; allowed 1 or more")
+    if args.threads < 1:
+        raise UsageError(f"--threads {args.threads} is out of range; allowed 1 or more")
+    torch_threads(args.threads)
     budget = _budget(args)
     out = _writable_dir(args.out)
     device = _device(args.device)
@@ -118,6 +130,8 @@ def _cmd_compare(args) -> None:
 
 def _cmd_run(args) -> None:
     from evograd import compare
+
+    torch_threads(1)
 
     try:
         import tomllib
@@ -148,6 +162,24 @@ def _cmd_run(args) -> None:
     _report(task, budget, [result], out, f"{task.name}: {config['method']}")
 
 
+def _experiment_command(args) -> str:
+    """The command line of an ``experiment`` run, as recorded with its results."""
+    options = [args.name, "--quick" if args.quick else "", f"--seeds {args.seeds}" if args.seeds else "",
+               f"--out {args.out}"]
+    return " ".join(["evograd experiment", *filter(None, options)])
+
+
+def _cmd_experiment(args) -> None:
+    from evograd import experiments
+
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds} is out of range; allowed 1 or more")
+    out = _writable_dir(args.out)
+    outcome = experiments.run(args.name, quick=args.quick, seeds=args.seeds, out=out,
+                              progress=_progress_factory()(args.name), command=_experiment_command(args))
+    print(f"wrote {', '.join(str(path) for path in outcome.files)}")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors, like every other error of this command."""
 
@@ -156,7 +188,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from evograd import tasks
+    from evograd import experiments, tasks
 
     parser = _Parser(prog="evograd", description="Train networks by mixing evolution with gradients.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -170,11 +202,19 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     cmp.add_argument("--data-path", help="directory of the data files (the mnist task)")
     cmp.add_argument("--set", action="append", metavar="METHOD.KEY=VALUE", help="override a method's setting")
+    cmp.add_argument("--threads", type=int, default=1,
+                     help="torch CPU threads (default 1: these small models run fastest on one)")
     cmp.set_defaults(handler=_cmd_compare)
     run = sub.add_parser("run", help="train one method on one task from a TOML config")
     run.add_argument("config", help="TOML file: task, method, seed, budget_fe or budget_seconds, out, [settings]")
     run.add_argument("--out", default="evograd-run", help="output directory when the config names none")
     run.set_defaults(handler=_cmd_run)
+    exp = sub.add_parser("experiment", help="test a claim about randomness in learning; prints a verdict")
+    exp.add_argument("name", choices=list(experiments.EXPERIMENTS))
+    exp.add_argument("--quick", action="store_true", help="a tiny run (under a minute), for smoke tests")
+    exp.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the experiment's own)")
+    exp.add_argument("--out", default="evograd-experiments", help="output directory (default ./evograd-experiments)")
+    exp.set_defaults(handler=_cmd_experiment)
     return parser
 
 

@@ -1,0 +1,203 @@
+"""Four claims about randomness in deep learning, each a one-command experiment with a verdict.
+
+``evograd experiment NAME [--quick] [--seeds N] [--out DIR]`` runs one of:
+
+* ``probes``: scale-free mutations estimate the gradient of a deep network better than Gaussian ones.
+* ``alignment``: feedback alignment does far better than sending back norm-matched Gaussian noise.
+* ``random-labels``: networks memorize random labels, and it takes only a small factor longer.
+* ``layers``: bottom layers should be searched more thoroughly than top layers.
+
+Every experiment is a :class:`Experiment`: a configuration (default or ``quick``), a ``measure``
+function returning a JSON-ready dict of every number, a table, plot panels, and a pure verdict rule
+``verdict_<name>(numbers) -> (holds, line)``. :func:`run` shares the plumbing: it round-trips the
+numbers through JSON *before* the verdict is computed (so the verdict stored is exactly the rule
+applied to the stored numbers), prints the table and the verdict, and writes ``NAME.json``,
+``NAME.txt`` (the table) and ``NAME.png`` into the output directory. Cost is in forward-pass
+equivalents (FE): one sample forward 1 FE, a backward pass 2 FE.
+
+References:
+    Zhang, Bengio, Hardt, Recht & Vinyals (2017), Understanding deep learning requires rethinking
+    generalization.
+    Lillicrap, Cownden, Tweed & Akerman (2016), Random synaptic feedback weights support error
+    backpropagation for deep learning.
+    Nøkland (2016), Direct feedback alignment provides learning in deep neural networks.
+    Baydin, Pearlmutter, Syme, Wood & Torr (2022), Gradients without backpropagation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["Experiment", "Panel", "Outcome", "EXPERIMENTS", "run", "format_table", "mean"]
+
+Progress = Callable[[float, str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Panel:
+    """One subplot: lines ``label -> (xs, ys)``."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    lines: dict[str, tuple[Sequence[float], Sequence[float]]]
+    logx: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A claim and how to test it.
+
+    Attributes:
+        name: the command-line name.
+        claim: the claim, in one sentence.
+        configure: ``configure(quick) -> config`` (JSON-ready; sizes, budgets, default seeds).
+        measure: ``measure(config, seeds, progress) -> numbers`` (JSON-ready).
+        table: ``table(numbers) -> rows`` (dicts with the same keys, in column order).
+        panels: ``panels(numbers) -> [Panel]``.
+        verdict: ``verdict(numbers) -> (holds, line)``, a pure function of the numbers.
+    """
+
+    name: str
+    claim: str
+    configure: Callable[[bool], dict[str, Any]]
+    measure: Callable[[dict[str, Any], list[int], Progress], dict[str, Any]]
+    table: Callable[[dict[str, Any]], list[dict[str, Any]]]
+    panels: Callable[[dict[str, Any]], list[Panel]]
+    verdict: Callable[[dict[str, Any]], tuple[bool, str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one run of an experiment found and where it was written."""
+
+    name: str
+    holds: bool
+    verdict: str
+    table: str
+    seconds: float
+    files: list[pathlib.Path]
+
+
+def mean(values: Sequence[float]) -> float:
+    """The arithmetic mean (NaN of nothing)."""
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if value != value else f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of dicts as a fixed-width text table (floats to 3 decimals, NaN as ``n/a``).
+
+    Examples:
+        >>> print(format_table([{"kind": "gaussian", "cosine": 0.25}, {"kind": "cauchy", "cosine": float("nan")}]))
+        kind      cosine
+        --------  ------
+        gaussian   0.250
+        cauchy       n/a
+    """
+    columns = list(rows[0])
+    cells = [[_cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    numeric = [all(isinstance(row[c], (int, float)) for row in rows) for c in columns]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def _plot(panels: list[Panel], title: str, path: pathlib.Path) -> None:
+    """A PNG with one subplot per panel, side by side.
+
+    Raises:
+        ImportError: matplotlib is missing (install the ``plot`` extra).
+    """
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError("plots need matplotlib: pip install 'evograd[plot]'") from err
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for label, (xs, ys) in panel.lines.items():
+            ax.plot(xs, ys, marker="o", markersize=3, label=label)
+        if panel.logx:
+            ax.set_xscale("log", base=2)
+        else:
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_xlabel(panel.xlabel)
+        ax.set_ylabel(panel.ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | pathlib.Path = ".",
+        progress: Progress | None = None, command: str = "") -> Outcome:
+    """Run experiment ``name``: measure, print the table and verdict, write JSON, table and PNG.
+
+    Uses one torch thread (the experiments are sized for 2 shared CPU cores) and flushes denormal
+    floats (over-fitted networks otherwise slow down several-fold); both are process settings, not
+    random state.
+
+    Args:
+        name: a key of :data:`EXPERIMENTS`.
+        quick: the tiny configuration (under a minute; for tests and smoke runs).
+        seeds: how many seeds (0, 1, ...); default the experiment's own.
+        out: the output directory (must exist).
+        progress: ``progress(fraction, status)``, called as work completes.
+        command: the command line that produced the run, recorded in the JSON.
+
+    Raises:
+        ValueError: an unknown experiment or a seed count below 1.
+    """
+    if name not in EXPERIMENTS:
+        raise ValueError(f"experiment {name!r} is unknown; allowed {', '.join(EXPERIMENTS)}")
+    experiment = EXPERIMENTS[name]
+    config = experiment.configure(quick)
+    n_seeds = config["seeds"] if seeds is None else seeds
+    if n_seeds < 1:
+        raise ValueError(f"seeds={n_seeds} is out of range; allowed 1 or more")
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    start = time.perf_counter()
+    measured = experiment.measure(config, list(range(n_seeds)), progress or (lambda fraction, status: None))
+    seconds = time.perf_counter() - start
+    numbers = json.loads(json.dumps(measured))  # the verdict reads exactly what the JSON holds
+    holds, line = experiment.verdict(numbers)
+    table = format_table(experiment.table(numbers))
+    out = pathlib.Path(out)
+    paths = [out / f"{name}.json", out / f"{name}.txt", out / f"{name}.png"]
+    record = {"experiment": name, "claim": experiment.claim, "command": command, "quick": quick,
+              "config": config, "seeds": n_seeds, "seconds": seconds, "numbers": numbers,
+              "verdict": {"holds": holds, "line": line}}
+    paths[0].write_text(json.dumps(record, indent=1) + "\n")
+    paths[1].write_text(f"{table}\n\n{line}\n")
+    _plot(experiment.panels(numbers), f"{name}: {experiment.claim}", paths[2])
+    print(f"{experiment.claim}\n\n{table}\n\n{line}")
+    return Outcome(name, holds, line, table, seconds, paths)
+
+
+def _registry() -> dict[str, Experiment]:
+    from evograd.experiments import alignment, layers, probes, random_labels
+
+    return {e.name: e for e in (probes.EXPERIMENT, alignment.EXPERIMENT, random_labels.EXPERIMENT, layers.EXPERIMENT)}
+
+
+EXPERIMENTS: dict[str, Experiment] = _registry()
