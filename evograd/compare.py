@@ -176,6 +176,33 @@ def _evolve(make_strategy: Callable[[dict], Any]):
     return run
 
 
+def _hybrid(task: Task, s: dict, rec: Recorder) -> None:
+    """HybridOptimizer: ``bp_weight`` of the unit backprop gradient plus the rest of the unit evolution estimate."""
+    from evograd import directions as D
+    from evograd.optim import HybridOptimizer
+
+    model = rec.model
+    strategy = RollingImprovement(size=s["size"], mutation=_mutation(s), beta=s["beta"])
+    direction = D.mix(bp=(s["bp_weight"], D.chain(D.backprop(), D.normalize())),
+                      evo=(1.0 - s["bp_weight"], D.chain(D.improvement(strategy, seed=s["seed"]), D.normalize())))
+    evaluator = VmapEvaluator(model, task.loss_fn)
+    optimizer = HybridOptimizer(model.parameters(), direction, base=torch.optim.SGD, evaluator=evaluator,
+                                lr=s["lr"], weight_decay=s["weight_decay"])
+    draw = _minibatches(task, s["batch_size"], s["seed"], s["device"])
+    while not rec.done:
+        x, y = draw()
+
+        def closure():
+            optimizer.zero_grad()
+            loss = task.loss_fn(model(x), y)
+            loss.backward()
+            return loss
+
+        before = optimizer.fe
+        optimizer.step(closure, batch=(x, y))
+        rec.spend(optimizer.fe - before)
+
+
 METHODS: dict[str, tuple[str, Callable]] = {
     "sgd": ("backprop", _backprop(torch.optim.SGD)),
     "adam": ("backprop", _backprop(torch.optim.Adam)),
@@ -185,19 +212,22 @@ METHODS: dict[str, tuple[str, Callable]] = {
     "rolling": ("evolution", _evolve(lambda s: RollingImprovement(
         size=s["size"], mutation=_mutation(s), lr=s["lr"], lr_decay=s["lr_decay"], beta=s["beta"]))),
     "openes": ("evolution", _evolve(lambda s: OpenES(size=s["size"], mutation=_mutation(s), lr=s["lr"]))),
+    "hybrid": ("backprop", _hybrid),
 }
-DEFAULT_METHODS = ("sgd", "adam", "evolution", "rolling", "openes", "fa", "dfa")
+DEFAULT_METHODS = ("sgd", "adam", "hybrid", "rolling", "openes", "evolution", "fa", "dfa")
 
 # Defaults tuned once on digits (see benchmarks/RESULTS.rst); other tasks override below.
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "sgd": {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 32},
-    "adam": {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 32},
-    "fa": {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 32},
-    "dfa": {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 32},
+    "sgd": {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "batch_size": 128},
+    "adam": {"lr": 3e-3, "weight_decay": 1e-3, "batch_size": 128},
+    "fa": {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 128},
+    "dfa": {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 128},
     "evolution": {"size": 16, "kind": "cauchy", "sigma": 0.01, "batch_size": 128},
     "rolling": {"size": 64, "kind": "cauchy", "sigma": 0.01, "clip": 3.0, "antithetic": True, "lr": 0.08,
                 "lr_decay": 0.9995, "beta": 0.9, "batch_size": 128},
     "openes": {"size": 64, "kind": "gaussian", "sigma": 0.02, "antithetic": True, "lr": 0.01, "batch_size": 128},
+    "hybrid": {"size": 64, "kind": "cauchy", "sigma": 0.01, "clip": 3.0, "antithetic": True, "beta": 0.9,
+               "bp_weight": 0.5, "lr": 0.1, "weight_decay": 1e-2, "batch_size": 128},
 }
 _TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "cartpole": {"evolution": {"sigma": 0.5}, "rolling": {"sigma": 0.1, "clip": 3.0, "lr": 0.3, "lr_decay": 1.0,
@@ -309,8 +339,8 @@ def format_table(task: Task, rows: list[dict[str, Any]]) -> str:
             lines.append(f"{row['method']:<10} {row['note']}")
             continue
         reached = f"{_fe(row['fe_to_target'])} ({row['reached']}/{row['seeds']})"
-        lines.append(f"{row['method']:<10} {row['final_mean']:>15.4f} ± {row['final_std']:<6.4f} "
-                     f"{row['best_mean']:>8.4f} ± {row['best_std']:<6.4f} {reached:>14} {_fe(row['fe']):>8} "
+        lines.append(f"{row['method']:<10} {row['final_mean']:>15.4g} ± {row['final_std']:<6.2g} "
+                     f"{row['best_mean']:>8.4g} ± {row['best_std']:<6.2g} {reached:>14} {_fe(row['fe']):>8} "
                      f"{row['seconds']:>8.1f}")
     return "\n".join(lines)
 
