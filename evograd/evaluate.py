@@ -26,10 +26,51 @@ from torch import nn
 from evograd import flat, noise
 from evograd.shaping import finite_or_worst
 
-__all__ = ["Evaluator", "ChunkedEvaluator", "SerialEvaluator", "VmapEvaluator", "FunctionEvaluator"]
+__all__ = ["Evaluator", "ChunkedEvaluator", "SerialEvaluator", "VmapEvaluator", "FunctionEvaluator",
+           "default_chunk_size"]
 
 Batch = Union[tuple, torch.Tensor]
 BatchSource = Union[Batch, Callable[[], Batch]]
+
+
+def default_chunk_size(dim: int, dtype: torch.dtype = torch.float32) -> int:
+    """:class:`VmapEvaluator`'s default chunk: as many candidates of ``dim`` as fit in 16 MiB, at most 64.
+
+    Every chunk has a fixed cost (about 0.3 ms for a ``vmap`` of ``functional_call`` on this CPU)
+    that small models must spread over many members, while large models run faster when a chunk
+    and its activations stay in cache. On 2 EPYC cores at batch 256 this picks 64 members for a
+    4,810-parameter MLP and 41 for a 100,810-parameter one, both within 5% of the best chunk size
+    from 24 to 256 and up to 2.2x faster than 256. Pass a larger ``chunk_size`` on a GPU, a smaller
+    one for models whose activations dwarf their parameters (convolutions, long sequences).
+
+    Examples:
+        >>> default_chunk_size(4_810), default_chunk_size(100_810)
+        (64, 41)
+    """
+    return min(64, noise.chunk_rows(dim, dtype, nbytes=16 << 20))
+
+
+_malloc_primed = False
+
+
+def _prime_malloc() -> None:
+    """Once per process: let glibc recycle the blocks an evaluation allocates instead of mapping them anew.
+
+    glibc's malloc takes blocks above ``M_MMAP_THRESHOLD`` (128 KiB at start) straight from the OS
+    and returns a free heap top above ``M_TRIM_THRESHOLD``; both thresholds rise only when a mapped
+    block is freed, to its size (at most 32 MiB). A chunked evaluation allocates and frees the same
+    few activations of a few MiB, chunk after chunk, so in a process that never freed anything
+    larger every one of them is mapped afresh and pays a page fault per 4 KiB it touches: measured
+    here, 8,000-57,000 page faults per generation, up to 40% of its time, for the MLPs of
+    ``benchmarks/throughput.py``. Freeing one 30 MiB block raises the thresholds to 30 and 60 MiB,
+    the state glibc reaches by itself once a program frees any block that size; in exchange up to
+    about 60 MiB of freed memory may stay resident for reuse. Other allocators are unaffected.
+    """
+    global _malloc_primed
+    if not _malloc_primed:
+        _malloc_primed = True
+        block = torch.empty(30 << 20, dtype=torch.uint8)  # mapped but never touched: no page faults
+        del block  # freeing it is what raises the thresholds
 
 
 class Evaluator(Protocol):
@@ -44,11 +85,15 @@ class ChunkedEvaluator:
 
     Subclasses implement :meth:`_score`, which receives a (c, dim) chunk of candidates and the
     context :meth:`_begin` prepared for this call (e.g. the minibatch every member shares).
+    Chunks are written into one buffer per call (see :func:`evograd.noise.iter_rows`), so
+    :meth:`_score` must not keep the candidates, unless the subclass sets ``reuses_chunks`` False.
     """
 
-    def __init__(self, *, chunk_size: int | None = 256, layout: flat.Layout | None = None) -> None:
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"chunk_size={chunk_size!r} is out of range; allowed None or integers in [1, inf)")
+    reuses_chunks = True
+
+    def __init__(self, *, chunk_size: int = 256, layout: flat.Layout | None = None) -> None:
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size={chunk_size!r} is out of range; allowed integers in [1, inf)")
         self.chunk_size = chunk_size
         self.layout = layout
         self.evaluations = 0
@@ -69,33 +114,41 @@ class ChunkedEvaluator:
             raise ValueError(f"center must be a (dim,) vector, got shape {tuple(center.shape)}")
         if self.layout is not None and center.numel() != self.layout.dim:
             raise ValueError(f"center has {center.numel()} entries but the model has {self.layout.dim} parameters")
+        if center.device.type == "cpu":
+            _prime_malloc()
         context = self._begin()
         fitness = torch.empty(len(seeds), dtype=center.dtype, device=center.device)
         with torch.no_grad():
-            for part, rows in noise.iter_rows(mutation, seeds, center.numel(),
-                                              chunk_size=self.chunk_rows(center.numel(), center.dtype),
-                                              device=center.device, dtype=center.dtype, layout=self.layout):
+            for part, rows in noise.iter_rows(mutation, seeds, center.numel(), chunk_size=self.chunk_size,
+                                              device=center.device, dtype=center.dtype, layout=self.layout,
+                                              reuse=self.reuses_chunks):
                 candidates = rows.add_(center)  # (c, dim)
                 fitness[part] = self._score(candidates, context).to(fitness.dtype)
-        self.evaluations += len(seeds)
-        self.forward_passes += len(seeds) * self._samples(context)
-        return finite_or_worst(fitness)
+        return self._finish(fitness, context)
 
-    def chunk_rows(self, dim: int, dtype: torch.dtype) -> int:
-        """Candidates materialized and scored at once for a center of ``dim`` coordinates.
+    def score(self, candidates: torch.Tensor) -> torch.Tensor:
+        """Fitness of explicit (n, dim) candidates (e.g. a DEAP population), scored chunk by chunk.
 
-        That is ``chunk_size``, or when it is None as many as fit in 16 MiB, at most 64. Why: every chunk has a fixed cost (about 0.3 ms for a ``vmap`` of
-        ``functional_call`` on this CPU) that small models must spread over many members, while
-        large models run faster when a chunk and its activations stay in cache and are reused by
-        the allocator rather than mapped afresh, page fault by page fault. On 2 EPYC cores at
-        batch 256 it picks 64 members for a 4,810-parameter MLP and 41 for a 100,810-parameter
-        one, both within 5% of the best chunk size from 24 to 256 and up to 2.2x faster than 256.
-        Set ``chunk_size`` higher on a GPU, lower for models whose activations dwarf their
-        parameters (convolutions, long sequences).
+        Same counting and non-finite handling as a call with seeds; for callers whose candidates
+        are not ``center + noise`` rows.
         """
-        if self.chunk_size is not None:
-            return self.chunk_size
-        return min(64, noise.chunk_rows(dim, dtype, nbytes=16 << 20))
+        if candidates.dim() != 2:
+            raise ValueError(f"candidates must be an (n, dim) matrix, got shape {tuple(candidates.shape)}")
+        if self.layout is not None and candidates.shape[1] != self.layout.dim:
+            raise ValueError(f"candidates have {candidates.shape[1]} entries but the model has "
+                             f"{self.layout.dim} parameters")
+        context = self._begin()
+        step = self.chunk_size
+        with torch.no_grad():
+            fitness = torch.cat([self._score(candidates[i:i + step], context).to(candidates.dtype)
+                                 for i in range(0, len(candidates), step)])
+        return self._finish(fitness, context)
+
+    def _finish(self, fitness: torch.Tensor, context: Any) -> torch.Tensor:
+        """Count what was spent and rank non-finite fitness worst."""
+        self.evaluations += len(fitness)
+        self.forward_passes += len(fitness) * self._samples(context)
+        return finite_or_worst(fitness)
 
     def _begin(self) -> Any:
         return None
@@ -213,7 +266,7 @@ class VmapEvaluator(_ModelEvaluator):
         batch: ``(inputs, targets)``, or a callable returning one per call (a minibatch shared by
             all members of that call).
         chunk_size: members per vectorized call; bounds memory to chunk_size × (dim + activations).
-            By default (None) as many as fit in 16 MiB, at most 64: see :meth:`chunk_rows`.
+            By default :func:`default_chunk_size` of the model's parameters.
 
     Examples:
         >>> import torch
@@ -227,6 +280,10 @@ class VmapEvaluator(_ModelEvaluator):
 
     def __init__(self, model: nn.Module, loss_fn: Callable[..., torch.Tensor], batch: BatchSource | None = None,
                  *, chunk_size: int | None = None) -> None:
+        if chunk_size is None:
+            layout = flat.layout_of(model)
+            dtype = next(p.dtype for p in model.parameters() if p.requires_grad)
+            chunk_size = default_chunk_size(layout.dim, dtype)
         super().__init__(model, loss_fn, batch, chunk_size=chunk_size)
 
     def _score(self, candidates: torch.Tensor, context: tuple) -> torch.Tensor:
@@ -245,6 +302,8 @@ class FunctionEvaluator(ChunkedEvaluator):
         >>> sphere(torch.zeros(3), noise.member_seeds(0, 0, 2), noise.Mutation()).shape
         torch.Size([2])
     """
+
+    reuses_chunks = False  # fn is user code, free to keep the candidates it is given
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], *, chunk_size: int = 1024) -> None:
         super().__init__(chunk_size=chunk_size)
