@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 __all__ = ["main"]
 
-DEFAULT_BUDGET_FE = 3_000_000
+DEFAULT_BUDGET_FE = 5_000_000
 
 
 class UsageError(Exception):
@@ -96,7 +96,7 @@ def _report(task, budget, results, out: pathlib.Path, title: str) -> None:
     rows = compare.summarize(task, results)
     print(compare.format_table(task, rows))
     compare.write_outputs(out, task, budget, results, rows)
-    written = ["results.json", "summary.csv"]
+    written = ["results.json", "summary.csv", "table.txt"]
     try:
         plots.curves(results, task.metric_name, title, out / "curves.png")
         written.append("curves.png")

@@ -67,6 +67,9 @@ class Recorder:
         self.curve: list[tuple[int, float, float]] = []  # (fe, seconds, metric)
         self._start = time.perf_counter()
         self._measuring = 0.0  # seconds spent measuring, not charged to the method
+        n = budget.points
+        self._points = sorted({round(k / n, 9) for k in range(1, n + 1)} |
+                              {round(1e-3 ** (1 - k / n), 9) for k in range(n)})
         self.record()
 
     @property
@@ -83,9 +86,15 @@ class Recorder:
         return self.fraction() >= 1.0
 
     def spend(self, fe: int) -> None:
-        """Charge ``fe`` forward-pass equivalents, and measure the metric when a budget point is passed."""
+        """Charge ``fe`` forward-pass equivalents, and measure the metric when a budget point is passed.
+
+        Budget points are ``points`` evenly spaced fractions of the budget together with ``points``
+        geometrically spaced ones from 1/1000 of it: backprop and evolution differ in cost by orders
+        of magnitude, and both curves must show their rise with the same resolution.
+        """
         self.fe += int(fe)
-        if self.done or self.fraction() * self.budget.points >= len(self.curve):
+        passed = len(self.curve) - 1  # the first measurement is at zero cost
+        if self.done or (passed < len(self._points) and self.fraction() >= self._points[passed]):
             self.record()
 
     def record(self) -> None:
@@ -208,7 +217,8 @@ METHODS: dict[str, tuple[str, Callable]] = {
     "adam": ("backprop", _backprop(torch.optim.Adam)),
     "fa": ("backprop", _backprop(torch.optim.Adam, rule="fa")),
     "dfa": ("backprop", _backprop(torch.optim.Adam, rule="dfa")),
-    "evolution": ("evolution", _evolve(lambda s: ScaleFreeEvolution(size=s["size"], mutation=_mutation(s)))),
+    "evolution": ("evolution", _evolve(lambda s: ScaleFreeEvolution(size=s["size"], mutation=_mutation(s),
+                                                                    selection=s["selection"], mu=s["mu"]))),
     "rolling": ("evolution", _evolve(lambda s: RollingImprovement(
         size=s["size"], mutation=_mutation(s), lr=s["lr"], lr_decay=s["lr_decay"], beta=s["beta"]))),
     "openes": ("evolution", _evolve(lambda s: OpenES(size=s["size"], mutation=_mutation(s), lr=s["lr"]))),
@@ -222,7 +232,9 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "adam": {"lr": 3e-3, "weight_decay": 1e-3, "batch_size": 128},
     "fa": {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 128},
     "dfa": {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 128},
-    "evolution": {"size": 16, "kind": "cauchy", "sigma": 0.01, "batch_size": 128},
+    # (mu/mu, lambda): elitist (1+lambda) accepts minibatch noise as progress (2M FE: 0.67 vs 0.91)
+    "evolution": {"size": 64, "kind": "cauchy", "sigma": 0.01, "clip": 3.0, "selection": "comma", "mu": 16,
+                  "batch_size": 128},
     "rolling": {"size": 64, "kind": "cauchy", "sigma": 0.01, "clip": 3.0, "antithetic": True, "lr": 0.08,
                 "lr_decay": 0.9995, "beta": 0.9, "batch_size": 128},
     "openes": {"size": 64, "kind": "gaussian", "sigma": 0.02, "antithetic": True, "lr": 0.01, "batch_size": 128},
@@ -230,10 +242,10 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
                "bp_weight": 0.5, "lr": 0.1, "weight_decay": 1e-2, "batch_size": 128},
 }
 _TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "cartpole": {"evolution": {"sigma": 0.5}, "rolling": {"sigma": 0.1, "clip": 3.0, "lr": 0.3, "lr_decay": 1.0,
+    "cartpole": {"evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16}, "rolling": {"sigma": 0.1, "clip": 3.0, "lr": 0.3, "lr_decay": 1.0,
                                                           "size": 16},
                  "openes": {"sigma": 0.1, "lr": 0.05, "size": 16}},
-    "pendulum": {"evolution": {"sigma": 0.5}, "rolling": {"sigma": 0.1, "lr": 0.3, "lr_decay": 1.0, "size": 16},
+    "pendulum": {"evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16}, "rolling": {"sigma": 0.1, "lr": 0.3, "lr_decay": 1.0, "size": 16},
                  "openes": {"sigma": 0.1, "lr": 0.05, "size": 16}},
     "teacher": {"sgd": {"lr": 0.01}},
 }
@@ -362,7 +374,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def write_outputs(out_dir, task: Task, budget: Budget, results: list[RunResult], rows: list[dict[str, Any]]) -> None:
-    """``results.json`` (every number), ``summary.csv`` and ``curves.png`` (when matplotlib is installed)."""
+    """``results.json`` (every number), ``summary.csv`` and ``table.txt`` (the printed table)."""
     import csv
     import pathlib
 
@@ -371,6 +383,7 @@ def write_outputs(out_dir, task: Task, budget: Budget, results: list[RunResult],
                "target": task.target, "budget": dataclasses.asdict(budget), "python": sys.version.split()[0],
                "torch": torch.__version__, "summary": rows, "runs": [dataclasses.asdict(r) for r in results]}
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    (out / "table.txt").write_text(format_table(task, rows) + "\n")
     columns = ["method", "seeds", "final_mean", "final_std", "best_mean", "best_std", "fe_to_target", "reached",
                "fe", "seconds", "note"]
     with open(out / "summary.csv", "w", newline="") as handle:

@@ -1,4 +1,4 @@
-"""Plots of comparison curves: the test metric against FE and against wall time, a band over seeds.
+"""Plots of comparison curves: the test metric against FE and against wall time, a band from the worst to the best seed.
 
 matplotlib is imported here only (the ``plot`` extra), with the non-interactive Agg backend.
 """
@@ -12,10 +12,10 @@ import numpy as np
 __all__ = ["curves"]
 
 
-def _band(runs, column: int, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation over seeds of the metric interpolated onto ``grid``."""
+def _band(runs, column: int, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, minimum and maximum over seeds of the metric interpolated onto ``grid``."""
     values = np.stack([np.interp(grid, [p[column] for p in r.curve], [p[2] for p in r.curve]) for r in runs])
-    return values.mean(0), values.std(0)
+    return values.mean(0), values.min(0), values.max(0)
 
 
 def curves(results: Sequence, metric_name: str, title: str, path: str | pathlib.Path) -> pathlib.Path:
@@ -28,6 +28,7 @@ def curves(results: Sequence, metric_name: str, title: str, path: str | pathlib.
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError as err:
         raise ImportError("plots need matplotlib: pip install 'evograd[plot]'") from err
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -41,10 +42,11 @@ def curves(results: Sequence, metric_name: str, title: str, path: str | pathlib.
             start = max(min(r.curve[1][column] for r in runs if len(r.curve) > 1), 1e-9)
             end = min(r.curve[-1][column] for r in runs)
             grid = np.geomspace(start, max(end, start), 60)
-            mean, std = _band(runs, column, grid)
+            mean, low, high = _band(runs, column, grid)
             (line,) = ax.plot(grid, mean, label=method)
-            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel(label)
             ax.set_ylabel(metric_name)
             ax.grid(alpha=0.3)

@@ -115,3 +115,10 @@ def test_budget_validation():
         compare.Budget()
     with pytest.raises(ValueError, match="fe=-5"):
         compare.Budget(fe=-5)
+
+
+def test_rolling_balances_cartpole():
+    """The issue's bar: an evolution method reaches return >= 475 on CartPole (measured: 500 by ~50k FE)."""
+    pytest.importorskip("gymnasium")
+    result = compare.run_method(tasks.get("cartpole"), "rolling", 0, compare.Budget(fe=100_000, points=5))
+    assert max(value for _, _, value in result.curve) >= 475
