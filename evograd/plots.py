@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["curves"]
+__all__ = ["pyplot", "curves"]
 
 
 def _band(runs, column: int, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -18,8 +18,8 @@ def _band(runs, column: int, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return values.mean(0), values.min(0), values.max(0)
 
 
-def curves(results: Sequence, metric_name: str, title: str, path: str | pathlib.Path) -> pathlib.Path:
-    """Write a PNG with two panels (metric vs FE, metric vs seconds), one line per method.
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend.
 
     Raises:
         ImportError: matplotlib is missing (install the ``plot`` extra).
@@ -28,9 +28,19 @@ def curves(results: Sequence, metric_name: str, title: str, path: str | pathlib.
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        import matplotlib.ticker
     except ImportError as err:
         raise ImportError("plots need matplotlib: pip install 'evograd[plot]'") from err
+    return plt
+
+
+def curves(results: Sequence, metric_name: str, title: str, path: str | pathlib.Path) -> pathlib.Path:
+    """Write a PNG with two panels (metric vs FE, metric vs seconds), one line per method.
+
+    Raises:
+        ImportError: matplotlib is missing (install the ``plot`` extra).
+    """
+    plt = pyplot()
+    import matplotlib.ticker
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     methods = [m for m in dict.fromkeys(r.method for r in results)]
     for method in methods:

@@ -123,12 +123,9 @@ def _plot(panels: list[Panel], title: str, path: pathlib.Path) -> None:
     Raises:
         ImportError: matplotlib is missing (install the ``plot`` extra).
     """
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise ImportError("plots need matplotlib: pip install 'evograd[plot]'") from err
+    from evograd.plots import pyplot
+
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         for label, (xs, ys) in panel.lines.items():
