@@ -143,6 +143,8 @@ class PopulationFitness:
 
     def batch(self, individuals: Sequence) -> list[tuple[float]]:
         """One DEAP fitness tuple per individual."""
+        if len(individuals) == 0:  # DEAP asks for none when every offspring kept a valid fitness
+            return []
         candidates = torch.as_tensor(np.asarray(individuals, dtype=np.float64), dtype=self.dtype, device=self.device)
         return [(float(f),) for f in self.evaluator.score(candidates)]
 

@@ -138,10 +138,11 @@ class ChunkedEvaluator:
             raise ValueError(f"candidates have {candidates.shape[1]} entries but the model has "
                              f"{self.layout.dim} parameters")
         context = self._begin()
-        step = self.chunk_size
+        fitness = torch.empty(len(candidates), dtype=candidates.dtype, device=candidates.device)
         with torch.no_grad():
-            fitness = torch.cat([self._score(candidates[i:i + step], context).to(candidates.dtype)
-                                 for i in range(0, len(candidates), step)])
+            for start in range(0, len(candidates), self.chunk_size):
+                part = slice(start, start + self.chunk_size)
+                fitness[part] = self._score(candidates[part], context).to(fitness.dtype)
         return self._finish(fitness, context)
 
     def _finish(self, fitness: torch.Tensor, context: Any) -> torch.Tensor:

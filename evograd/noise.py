@@ -370,6 +370,8 @@ def iter_rows(mutation: Mutation, seeds: torch.Tensor, dim: int, *, chunk_size: 
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} is out of range; allowed [1, inf)")
     device = torch.device("cpu") if device is None else torch.device(device)
+    if mutation.scale is not None:  # resolve names and move the factors once, not once per chunk
+        mutation = mutation.replace(scale=_coordinate_scale(mutation, dim, layout, device, dtype))
     buffer = torch.empty(min(chunk_size, len(seeds)), dim, device=device, dtype=dtype) if reuse else None
     for start in range(0, len(seeds), chunk_size):
         part = slice(start, min(start + chunk_size, len(seeds)))

@@ -96,6 +96,7 @@ def test_population_fitness_scores_model_vectors_in_one_batch():
         with torch.no_grad():
             assert score == pytest.approx(float(F.cross_entropy(model(batch[0]), batch[1])), rel=1e-5)
     assert fitness.evaluator.evaluations == 7
+    assert deap_tools.batch_map(fitness, []) == [] and fitness.evaluator.evaluations == 7
 
 
 def test_cauchy_runs_inside_deap_ea_mu_plus_lambda():

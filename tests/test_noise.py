@@ -142,6 +142,8 @@ def test_per_layer_scales_land_on_the_right_slices():
     assert torch.equal(rows[:, s["2.bias"]], torch.zeros(6, 3))
     resolved = scaled.resolve(model)
     assert torch.equal(noise.sample(resolved, seeds, layout.dim), rows)
+    chunks = torch.cat([r for _, r in noise.iter_rows(scaled, seeds, layout.dim, chunk_size=4, layout=layout)])
+    assert torch.equal(chunks, rows), "iter_rows resolves the names once and gives the same rows"
     vector = torch.linspace(0.5, 2.0, layout.dim)
     torch.testing.assert_close(noise.sample(Mutation(kind="cauchy", scale=vector), seeds, layout.dim),
                                base * vector)
