@@ -62,7 +62,8 @@ PARENT_SEED = -(2**63)
 _MEMBER_SEED_BITS = 62
 _TABLE_SEED = 0x5EED_7AB1E  # the codebook's own seed; never a user's
 _MIN_TABLE_LENGTH = 1 << 24  # 16M numbers, 64 MiB in float32
-_CHUNK_BYTES = 4 << 20  # default chunk of weighted_sum: about what stays in cache across its passes
+_CHUNK_BYTES = 4 << 20  # default chunk of weighted_sum on a CPU: about what stays in cache across its passes
+_GPU_CHUNK_BYTES = 512 << 20  # on a GPU: few kernel launches per call (benchmarks/chunk_sweep.py)
 
 Scale = Union[torch.Tensor, Mapping[str, float], None]
 
@@ -248,9 +249,14 @@ def draw(kind: str, length: int, *, generator: torch.Generator, alpha: float = 1
 
 
 def _draw_table(kind: str, alpha: float, length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The codebook of ``kind``: ``length`` draws from the library's fixed table seed."""
-    gen = torch.Generator(device=device).manual_seed(_TABLE_SEED)
-    return draw(kind, length, generator=gen, alpha=alpha, device=device, dtype=dtype)
+    """The codebook of ``kind``: ``length`` draws from the library's fixed table seed.
+
+    Always drawn by the CPU generator and then moved, so every device holds the same codebook and a
+    run on a GPU perturbs by the same rows as on the CPU (a GPU's generator would give other
+    numbers). It costs one transfer of the table, once per process.
+    """
+    gen = torch.Generator().manual_seed(_TABLE_SEED)
+    return draw(kind, length, generator=gen, alpha=alpha, dtype=dtype).to(device)
 
 
 def _table(kind: str, alpha: float, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -261,13 +267,15 @@ def _table(kind: str, alpha: float, dim: int, device: torch.device, dtype: torch
     return _TABLES[key]
 
 
-def _windows(table: torch.Tensor, base: np.ndarray, salt: int, dim: int, out: torch.Tensor | None = None
-             ) -> torch.Tensor:
-    """Rows of ``dim`` consecutive table entries at offsets hashed from the member seeds (into ``out``)."""
+def _offsets(base: np.ndarray, salt: int, table: torch.Tensor, dim: int) -> np.ndarray:
+    """Window starts in ``table``, hashed from the member seeds: rows of ``dim`` consecutive entries."""
     span = table.numel() - dim + 1
-    offsets = (_row_hash(base, salt) % np.uint64(span)).astype(np.int64)
-    index = torch.from_numpy(offsets).to(table.device)
-    return torch.index_select(table.unfold(0, dim, 1), 0, index, out=out)  # (n, dim)
+    return (_row_hash(base, salt) % np.uint64(span)).astype(np.int64)
+
+
+def _windows(table: torch.Tensor, offsets: torch.Tensor, dim: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The (n, dim) rows of ``table`` starting at ``offsets`` (a tensor on the table's device), into ``out``."""
+    return torch.index_select(table.unfold(0, dim, 1), 0, offsets, out=out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,6 +296,14 @@ def _coordinate_scale(mutation: Mutation, dim: int, layout: "Layout | None", dev
     return scale.to(device=device, dtype=dtype)
 
 
+def _resolve_device(device: torch.device | str | None) -> torch.device:
+    """``device`` with its index, so that it compares equal to a tensor's (``"cuda"`` is ``cuda:0`` there)."""
+    device = torch.device("cpu") if device is None else torch.device(device)
+    if device.type != "cpu" and device.index is None:
+        device = torch.empty(0, device=device).device  # the current device of that type
+    return device
+
+
 def sample(mutation: Mutation, seeds: torch.Tensor, dim: int, *, device: torch.device | str | None = None,
            dtype: torch.dtype = torch.float32, layout: "Layout | None" = None, out: torch.Tensor | None = None
            ) -> torch.Tensor:
@@ -304,8 +320,9 @@ def sample(mutation: Mutation, seeds: torch.Tensor, dim: int, *, device: torch.d
             of a new one.
 
     Returns:
-        (n, dim) tensor (``out`` if given); row i depends only on ``seeds[i]`` (bit-identical on
-        the same device type).
+        (n, dim) tensor (``out`` if given); row i depends only on ``seeds[i]``, bit-identical on
+        every device for the per-coordinate kinds (a ``"loguniform"`` row's norm is computed by the
+        device, so its rows agree to rounding).
 
     Examples:
         >>> m = Mutation(kind="cauchy", sigma=0.1)
@@ -317,44 +334,82 @@ def sample(mutation: Mutation, seeds: torch.Tensor, dim: int, *, device: torch.d
     if dim < 1:
         raise ValueError(f"dim={dim} is out of range; allowed [1, inf)")
     seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1).cpu()
-    device = torch.device("cpu") if device is None else torch.device(device)
+    device = _resolve_device(device)
     if out is not None and (out.shape != (len(seeds), dim) or out.dtype != dtype or out.device != device
                             or not out.is_contiguous()):
         raise ValueError(f"out must be a contiguous ({len(seeds)}, {dim}) {dtype} tensor on {device}, got "
                          f"{'contiguous' if out.is_contiguous() else 'strided'} {tuple(out.shape)} {out.dtype} "
                          f"on {out.device}")
-    signed = seeds.numpy()
-    parent = signed == PARENT_SEED
-    mirrored = (signed < 0) & ~parent
-    base = np.where(mirrored, ~signed, signed)
-    base = np.where(parent, 0, base)
-    kind = mutation.kind
-    # The mirror sign (-1, or 0 for the parent) rides on the per-row factor instead of costing a pass
-    # of its own; negation commutes exactly with the symmetric clip and the coordinate scales below,
-    # so the rows are bit for bit those of applying it last.
-    sign = np.where(mirrored, -1.0, 1.0)
-    sign[parent] = 0.0
+    plan = _Plan.of(mutation, seeds, dim, device, dtype)
+    return plan.rows(slice(0, len(seeds)), _coordinate_scale(mutation, dim, layout, device, dtype), out)
 
-    rows = _windows(_table(kind, mutation.alpha, dim, device, dtype), base, 1, dim, out)  # (n, dim)
-    if mutation.sparsity > 0:
-        keep = _windows(_table("uniform", 0.0, dim, device, dtype), base, 2, dim) >= mutation.sparsity
-        rows.mul_(keep)
-    if kind == "loguniform":
-        u = (_row_hash(base, 3) >> np.uint64(11)).astype(np.float64) / float(1 << 53)  # U(0, 1)
-        radius = sign * mutation.sigma * np.exp(-mutation.log_range * u)
-        norms = rows.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
-        rows.mul_(torch.from_numpy(radius).to(device=device, dtype=dtype)[:, None] / norms)
-    elif (sign == 1.0).all():
-        rows.mul_(mutation.sigma)
-    else:
-        rows.mul_(torch.from_numpy(sign * mutation.sigma).to(device=device, dtype=dtype)[:, None])
-    if mutation.clip is not None:
-        bound = mutation.clip * mutation.sigma
-        rows.clamp_(-bound, bound)
-    scale = _coordinate_scale(mutation, dim, layout, device, dtype)
-    if scale is not None:
-        rows.mul_(scale)
-    return rows
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What the rows of some member seeds need from the host, moved to the device once for all chunks.
+
+    Everything here is a function of the seeds alone, computed with numpy: the window offsets, and
+    one factor per row. Moving them once per call, rather than once per chunk, matters on a GPU:
+    each copy from host memory waits for the device to catch up, which would stall it every chunk.
+    """
+
+    mutation: Mutation
+    dim: int
+    table: torch.Tensor
+    offsets: torch.Tensor  # (n,) window starts in ``table``, on its device
+    keep_table: torch.Tensor | None  # the uniform table sparse masks are read from
+    keep_offsets: torch.Tensor | None  # (n,)
+    factors: torch.Tensor | None  # (n,) sign × sigma, or the signed radius of a loguniform row; None: all sigma
+
+    @classmethod
+    def of(cls, mutation: Mutation, seeds: torch.Tensor, dim: int, device: torch.device, dtype: torch.dtype
+           ) -> "_Plan":
+        signed = seeds.numpy()
+        parent = signed == PARENT_SEED
+        mirrored = (signed < 0) & ~parent
+        base = np.where(mirrored, ~signed, signed)
+        base = np.where(parent, 0, base)
+        # The mirror sign (-1, or 0 for the parent) rides on the per-row factor instead of costing a
+        # pass of its own; negation commutes exactly with the symmetric clip and the coordinate
+        # scales, so the rows are bit for bit those of applying it last.
+        sign = np.where(mirrored, -1.0, 1.0)
+        sign[parent] = 0.0
+        table = _table(mutation.kind, mutation.alpha, dim, device, dtype)
+        host = [_offsets(base, 1, table, dim)]
+        keep_table = None
+        if mutation.sparsity > 0:
+            keep_table = _table("uniform", 0.0, dim, device, dtype)
+            host.append(_offsets(base, 2, keep_table, dim))
+        moved = torch.from_numpy(np.stack(host)).to(device)  # (1 or 2, n): one transfer
+        factors = None
+        if mutation.kind == "loguniform":
+            u = (_row_hash(base, 3) >> np.uint64(11)).astype(np.float64) / float(1 << 53)  # U(0, 1)
+            factors = sign * mutation.sigma * np.exp(-mutation.log_range * u)
+        elif not (sign == 1.0).all():
+            factors = sign * mutation.sigma
+        if factors is not None:
+            factors = torch.from_numpy(factors).to(device=device, dtype=dtype)
+        return cls(mutation, dim, table, moved[0], keep_table, moved[1] if keep_table is not None else None, factors)
+
+    def rows(self, part: slice, scale: torch.Tensor | None, out: torch.Tensor | None) -> torch.Tensor:
+        """The rows of the members in ``part`` (``scale``: per-coordinate factors on the device, or None)."""
+        mutation, dtype = self.mutation, self.table.dtype
+        rows = _windows(self.table, self.offsets[part], self.dim, out)  # (c, dim)
+        if self.keep_table is not None:
+            rows.mul_(_windows(self.keep_table, self.keep_offsets[part], self.dim) >= mutation.sparsity)
+        if mutation.kind == "loguniform":
+            norms = rows.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+            rows.mul_(self.factors[part, None] / norms)
+        elif self.factors is None:
+            rows.mul_(mutation.sigma)
+        else:
+            rows.mul_(self.factors[part, None])
+        if mutation.clip is not None:
+            bound = mutation.clip * mutation.sigma
+            rows.clamp_(-bound, bound)
+        if scale is not None:
+            rows.mul_(scale)
+        return rows
 
 
 def iter_rows(mutation: Mutation, seeds: torch.Tensor, dim: int, *, chunk_size: int, device=None,
@@ -369,29 +424,41 @@ def iter_rows(mutation: Mutation, seeds: torch.Tensor, dim: int, *, chunk_size: 
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} is out of range; allowed [1, inf)")
-    device = torch.device("cpu") if device is None else torch.device(device)
-    if mutation.scale is not None:  # resolve names and move the factors once, not once per chunk
-        mutation = mutation.replace(scale=_coordinate_scale(mutation, dim, layout, device, dtype))
+    if dim < 1:
+        raise ValueError(f"dim={dim} is out of range; allowed [1, inf)")
+    device = _resolve_device(device)
+    seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1).cpu()
+    scale = _coordinate_scale(mutation, dim, layout, device, dtype)  # resolved and moved once, not per chunk
+    plan = _Plan.of(mutation, seeds, dim, device, dtype) if len(seeds) else None
     buffer = torch.empty(min(chunk_size, len(seeds)), dim, device=device, dtype=dtype) if reuse else None
     for start in range(0, len(seeds), chunk_size):
         part = slice(start, min(start + chunk_size, len(seeds)))
         out = None if buffer is None else buffer[:part.stop - part.start]
-        yield part, sample(mutation, seeds[part], dim, device=device, dtype=dtype, layout=layout, out=out)
+        yield part, plan.rows(part, scale, out)
 
 
-def chunk_rows(dim: int, dtype: torch.dtype = torch.float32, *, nbytes: int = _CHUNK_BYTES) -> int:
-    """How many rows of ``dim`` coordinates fit in ``nbytes`` (at least one); 4 MiB by default.
+def chunk_rows(dim: int, dtype: torch.dtype = torch.float32, *, nbytes: int | None = None,
+               device: torch.device | str | None = None) -> int:
+    """How many rows of ``dim`` coordinates fit in ``nbytes`` (at least one).
 
-    The default is :func:`weighted_sum`'s chunk. It passes over each chunk several times (fill,
-    scale, norm, product), and a chunk that stays in cache between passes makes them nearly
-    free. Measured on a 2-core EPYC at P=1024: 100,810 coordinates summed 2-4× faster in chunks
-    of 8-16 rows than of 256, while 4,810 coordinates were fastest in chunks of about 256 (fewer,
-    larger calls), which is what a fixed byte budget gives both.
+    By default ``nbytes`` is :func:`weighted_sum`'s chunk for ``device``: 4 MiB on a CPU, 512 MiB
+    on a GPU. The CPU's sum passes over each chunk several times (fill, scale, norm, product), and
+    a chunk that stays in cache between passes makes them nearly free. Measured on a 2-core EPYC at
+    P=1024: 100,810 coordinates summed 2-4× faster in chunks of 8-16 rows than of 256, while 4,810
+    coordinates were fastest in chunks of about 256 (fewer, larger calls), which is what a fixed
+    byte budget gives both. A GPU pays per kernel launch instead, so there fewer, larger chunks win:
+    on an H100 at P=8192, 100,810 coordinates summed in 39 ms in chunks of 41 rows, 12 ms in 665
+    and 11 ms in 2662 (``benchmarks/chunk_sweep.py``; figures in ``benchmarks/RESULTS.rst``).
 
     Examples:
         >>> chunk_rows(100_000), chunk_rows(1_000), chunk_rows(1_000, nbytes=8_000)
         (10, 1048, 2)
+        >>> chunk_rows(100_000, device="cuda")
+        1342
     """
+    if nbytes is None:
+        on_cpu = device is None or torch.device(device).type == "cpu"
+        nbytes = _CHUNK_BYTES if on_cpu else _GPU_CHUNK_BYTES
     return max(1, nbytes // (dim * torch.finfo(dtype).bits // 8))
 
 
@@ -403,7 +470,7 @@ def weighted_sum(mutation: Mutation, seeds: torch.Tensor, weights: torch.Tensor,
 
     Rows whose weight is zero are not regenerated. This is the update of every seed-based
     strategy: the population is never held in memory, only the (dim,) sum and one chunk of rows
-    (``chunk_size`` rows; by default :func:`chunk_rows`, about 4 MiB).
+    (``chunk_size`` rows; by default :func:`chunk_rows` of ``device``).
 
     Returns:
         The (dim,) sum, and the (n,) row norms (0 where the weight was zero).
@@ -412,7 +479,7 @@ def weighted_sum(mutation: Mutation, seeds: torch.Tensor, weights: torch.Tensor,
     if weights.shape != (len(seeds),):
         raise ValueError(f"weights must have shape ({len(seeds)},), got {tuple(weights.shape)}")
     if chunk_size is None:
-        chunk_size = chunk_rows(dim, dtype)
+        chunk_size = chunk_rows(dim, dtype, device=device)
     total = torch.zeros(dim, device=device, dtype=dtype)
     norms = torch.zeros(len(seeds), device=device, dtype=dtype)
     active = torch.nonzero(weights != 0).reshape(-1).cpu()
