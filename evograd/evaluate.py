@@ -33,21 +33,33 @@ Batch = Union[tuple, torch.Tensor]
 BatchSource = Union[Batch, Callable[[], Batch]]
 
 
-def default_chunk_size(dim: int, dtype: torch.dtype = torch.float32) -> int:
-    """:class:`VmapEvaluator`'s default chunk: as many candidates of ``dim`` as fit in 16 MiB, at most 64.
+def default_chunk_size(dim: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+                       ) -> int:
+    """:class:`VmapEvaluator`'s default chunk: how many candidates of ``dim`` it scores per call.
 
-    Every chunk has a fixed cost (about 0.3 ms for a ``vmap`` of ``functional_call`` on this CPU)
-    that small models must spread over many members, while large models run faster when a chunk
-    and its activations stay in cache. On 2 EPYC cores at batch 256 this picks 64 members for a
-    4,810-parameter MLP and 41 for a 100,810-parameter one, both within 5% of the best chunk size
-    from 24 to 256 and up to 2.2x faster than 256. Pass a larger ``chunk_size`` on a GPU, a smaller
-    one for models whose activations dwarf their parameters (convolutions, long sequences).
+    On a CPU, as many as fit in 16 MiB, at most 64. Every chunk has a fixed cost (about 0.3 ms for
+    a ``vmap`` of ``functional_call`` on this CPU) that small models must spread over many members,
+    while large models run faster when a chunk and its activations stay in cache. On 2 EPYC cores at
+    batch 256 this picks 64 members for a 4,810-parameter MLP and 41 for a 100,810-parameter one,
+    both within 5% of the best chunk size from 24 to 256 and up to 2.2x faster than 256.
+
+    On a GPU, as many as fit in 512 MiB, at most 8192. There every chunk costs a fixed ~2 ms of
+    host-side work (``vmap``, kernel launches) whatever its size, so a chunk must be large enough to
+    keep the device busy: on an H100 at P=8192, a 4,810-parameter MLP scored in 150 ms in chunks of
+    64, 11.9 ms in 1024 and 3.7 ms in 4096; a 100,810-parameter one in 194, 30 and 29 ms
+    (``benchmarks/chunk_sweep.py``). The activations of a chunk take memory too: pass a smaller
+    ``chunk_size`` for models whose activations dwarf their parameters (convolutions, long
+    sequences).
 
     Examples:
         >>> default_chunk_size(4_810), default_chunk_size(100_810)
         (64, 41)
+        >>> default_chunk_size(4_810, device="cuda"), default_chunk_size(100_810, device="cuda")
+        (8192, 1331)
     """
-    return min(64, noise.chunk_rows(dim, dtype, nbytes=16 << 20))
+    if device is None or torch.device(device).type == "cpu":
+        return min(64, noise.chunk_rows(dim, dtype, nbytes=16 << 20))
+    return min(8192, noise.chunk_rows(dim, dtype, nbytes=512 << 20))
 
 
 _malloc_primed = False
@@ -267,7 +279,7 @@ class VmapEvaluator(_ModelEvaluator):
         batch: ``(inputs, targets)``, or a callable returning one per call (a minibatch shared by
             all members of that call).
         chunk_size: members per vectorized call; bounds memory to chunk_size × (dim + activations).
-            By default :func:`default_chunk_size` of the model's parameters.
+            By default :func:`default_chunk_size` of the model's parameters and their device.
 
     Examples:
         >>> import torch
@@ -283,8 +295,8 @@ class VmapEvaluator(_ModelEvaluator):
                  *, chunk_size: int | None = None) -> None:
         if chunk_size is None:
             layout = flat.layout_of(model)
-            dtype = next(p.dtype for p in model.parameters() if p.requires_grad)
-            chunk_size = default_chunk_size(layout.dim, dtype)
+            trainable = next(p for p in model.parameters() if p.requires_grad)
+            chunk_size = default_chunk_size(layout.dim, trainable.dtype, trainable.device)
         super().__init__(model, loss_fn, batch, chunk_size=chunk_size)
 
     def _score(self, candidates: torch.Tensor, context: tuple) -> torch.Tensor:

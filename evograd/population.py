@@ -172,8 +172,8 @@ class ScaleFreeEvolution(_SeedStrategy):
         success_target: the success rate the rule aims at, in (0, 1).
         damping: how slowly sigma moves, > 0.
         sigma_bounds: sigma is kept in this closed interval.
-        chunk_size: rows regenerated at once in ``tell``; by default about 4 MiB of them
-            (:func:`evograd.noise.chunk_rows`).
+        chunk_size: rows regenerated at once in ``tell``; by default
+            :func:`evograd.noise.chunk_rows` of the center's device.
 
     Examples:
         >>> import torch
@@ -281,8 +281,8 @@ class RollingImprovement(_SeedStrategy):
         use_worse: also use non-improving mutations, with negative weight.
         normalize_step: move a fixed length along the estimate's direction.
         elitist: jump to the best improving mutation when one exists.
-        chunk_size: rows regenerated at once in ``tell``; by default about 4 MiB of them
-            (:func:`evograd.noise.chunk_rows`).
+        chunk_size: rows regenerated at once in ``tell``; by default
+            :func:`evograd.noise.chunk_rows` of the center's device.
 
     References:
         Salimans et al. (2017) for the signed variant; Yao & Liu (1999) for scale-free mutation.
@@ -377,8 +377,8 @@ class OpenES(_SeedStrategy):
         lr: optimizer learning rate.
         optimizer: a ``torch.optim.Optimizer`` class.
         optimizer_kw: extra keyword arguments for it (e.g. ``{"weight_decay": 1e-4}``).
-        chunk_size: rows regenerated at once in ``tell``; by default about 4 MiB of them
-            (:func:`evograd.noise.chunk_rows`).
+        chunk_size: rows regenerated at once in ``tell``; by default
+            :func:`evograd.noise.chunk_rows` of the center's device.
 
     References:
         Salimans, Ho, Chen, Sidor & Sutskever (2017).
