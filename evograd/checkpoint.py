@@ -253,7 +253,9 @@ def load(path: PathLike, *, strategy: Any = None, like: StrategyState | None = N
         strategy: if given, the saved strategy must have the same class and configuration.
         like: if given (e.g. ``strategy.init(center, seed=...)``), the saved state must have the
             same class, seed, and center shape and dtype (the same model).
-        map_location: as for ``torch.load`` (e.g. ``"cpu"`` for a checkpoint written on a GPU).
+        map_location: as for ``torch.load`` (e.g. ``"cpu"`` for a checkpoint written on a GPU); by
+            default the device of ``like``'s center when ``like`` is given, so a run resumes on its
+            own device whichever device wrote the file.
 
     Returns:
         The :class:`Checkpoint`; ``load`` changes nothing itself.
@@ -264,6 +266,8 @@ def load(path: PathLike, *, strategy: Any = None, like: StrategyState | None = N
         FileNotFoundError: no such file.
     """
     path = Path(path)
+    if map_location is None and like is not None:
+        map_location = like.center.device
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:

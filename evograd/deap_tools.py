@@ -146,7 +146,7 @@ class PopulationFitness:
         if len(individuals) == 0:  # DEAP asks for none when every offspring kept a valid fitness
             return []
         candidates = torch.as_tensor(np.asarray(individuals, dtype=np.float64), dtype=self.dtype, device=self.device)
-        return [(float(f),) for f in self.evaluator.score(candidates)]
+        return [(f,) for f in self.evaluator.score(candidates).tolist()]  # one transfer, not one per member
 
 
 def batch_map(function: Callable, iterable: Iterable) -> list | Any:

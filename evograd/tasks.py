@@ -169,10 +169,16 @@ def mnist(path: str | pathlib.Path, *, dtype: torch.dtype = torch.float32) -> Sp
 # supervised tasks
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    """Where the model's parameters live: data for it is moved there (CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of ``x`` whose arg-max output is ``y``."""
+    """Fraction of ``x`` whose arg-max output is ``y`` (on the model's device)."""
+    device = _device_of(model)
     with torch.no_grad():
-        return float((model(x).argmax(-1) == y).double().mean())
+        return float((model(x.to(device)).argmax(-1) == y.to(device)).double().mean())
 
 
 def _classification(name: str, split: Split, hidden: tuple[int, ...], target: float, *, on_train: bool = False,
@@ -206,8 +212,9 @@ def _teacher_task(sizes: tuple[int, ...] = (16, 32, 4)) -> Task:
     split = teacher(sizes=sizes)
 
     def test_mse(model: nn.Module) -> float:
+        device = _device_of(model)
         with torch.no_grad():
-            return float(F.mse_loss(model(split.test_x), split.test_y))
+            return float(F.mse_loss(model(split.test_x.to(device)), split.test_y.to(device)))
 
     return Task(name="teacher", make_model=lambda seed: mlp(sizes, seed=100 + seed), metric=test_mse,
                 metric_name="test MSE", higher_is_better=False, target=0.05, split=split, loss_fn=F.mse_loss)
@@ -229,6 +236,7 @@ def _episodes(env_id: str, act: Callable[[torch.Tensor], np.ndarray], model: nn.
               ) -> tuple[float, int]:
     """Mean return of the policy over one episode per seed, and the environment steps it took."""
     env = _gymnasium().make(env_id)
+    device = _device_of(model)
     total, steps = 0.0, 0
     try:
         with torch.no_grad():
@@ -236,7 +244,8 @@ def _episodes(env_id: str, act: Callable[[torch.Tensor], np.ndarray], model: nn.
                 obs, _ = env.reset(seed=seed)
                 done = False
                 while not done:
-                    obs, reward, terminated, truncated, _ = env.step(act(model(torch.as_tensor(obs, dtype=torch.float32))))
+                    out = model(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu()
+                    obs, reward, terminated, truncated, _ = env.step(act(out))
                     total += float(reward)
                     steps += 1
                     done = terminated or truncated
