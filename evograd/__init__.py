@@ -3,7 +3,8 @@
 The public API, re-exported here (importing evograd has no side effects and needs only torch,
 numpy and deap; optional extras are imported where they are used).
 """
-from evograd import checkpoint, deap_tools, diagnostics, directions, feedback, flat, mpi, noise, shaping, tasks
+from evograd import checkpoint, cupy_bridge, deap_tools, diagnostics, directions, feedback, flat, mpi, noise, shaping, tasks
+from evograd.cupy_bridge import CupyEvaluator
 from evograd.evaluate import ChunkedEvaluator, Evaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
 from evograd.mpi import MPIEvaluator
 from evograd.noise import Mutation
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChunkedEvaluator",
+    "CupyEvaluator",
     "ESState",
     "Evaluator",
     "EvolutionState",
@@ -37,6 +39,7 @@ __all__ = [
     "StrategyState",
     "VmapEvaluator",
     "checkpoint",
+    "cupy_bridge",
     "deap_tools",
     "diagnostics",
     "directions",
