@@ -3,6 +3,8 @@
     mpiexec -n 3 python -m mpi4py spmd_run.py OUT.pt    # the SPMD run (rank 0 writes OUT.pt)
     python spmd_run.py --reference OUT.pt                # the same loops in one process, no MPI
 
+``--device cuda`` runs both on the GPU (every rank on the same one).
+
 The model (a 20-50-1 MLP) is one whose vectorized scores were seen to depend on chunk composition,
 and the population (19 or 18 members in chunks of 4) does not divide evenly by 2 or 3 ranks.
 Rank runs also check allreduce_mean_ and a passing check_sync.
@@ -24,13 +26,13 @@ STRATEGIES = {
 }
 
 
-def run(wrap):
+def run(wrap, device="cpu"):
     """Final centers, all fitness vectors and the cost counters of every strategy."""
     results = {}
     for name, make in STRATEGIES.items():
         gen = torch.Generator().manual_seed(1)
-        batch = (torch.randn(64, 20, generator=gen), torch.randn(64, 1, generator=gen))
-        model = mlp((20, 50, 1), seed=0)
+        batch = (torch.randn(64, 20, generator=gen).to(device), torch.randn(64, 1, generator=gen).to(device))
+        model = mlp((20, 50, 1), seed=0).to(device)
         evaluate = wrap(VmapEvaluator(model, F.mse_loss, batch, chunk_size=CHUNK))
         strategy = make()
         state = strategy.init(flat.flatten(model), seed=0)
@@ -66,13 +68,14 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--reference", action="store_true")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.reference:
-        torch.save(run(lambda local: local), args.out)
+        torch.save(run(lambda local: local, args.device), args.out)
         return
     from evograd.mpi import MPIEvaluator
-    results = run(MPIEvaluator)
+    results = run(MPIEvaluator, args.device)
     comm = MPIEvaluator(None).comm
     check_allreduce(comm)
     if comm.Get_rank() == 0:
