@@ -1,6 +1,6 @@
 """MPI scaling of evograd's SPMD loop: generations/s on 1 and 2 ranks, bytes on the wire vs model size.
 
-    python benchmarks/mpi_scaling.py [--repeats 3] [--generations 10]
+    python benchmarks/mpi_scaling.py [--repeats 3] [--generations 10] [--device cpu|cuda]
 
 The driver launches ``mpiexec -n R python -m mpi4py`` on this file in worker mode, alternating 1 and 2
 ranks, each launch after the CPUs have been >= 90% idle for a second (other users of the machine
@@ -11,7 +11,9 @@ batch of 1,024: evaluation is ~99% of a generation, as in the regime MPI is for.
 Bytes are counted by wrapping the communicator: every buffer handed to an MPI call is measured, and
 the wrapper offers no other call, so nothing can bypass the count. Per generation each rank sends
 its share of the fitness values plus one count (8 bytes each) and receives the population's, at
-5k, 100k and 1M parameters alike. Figures and a scaling model: benchmarks/RESULTS.rst.
+5k, 100k and 1M parameters alike, and on a GPU (``--device cuda``: every rank on the same device) as
+on the CPU, since only the fitness leaves the device. Figures and a scaling model:
+benchmarks/RESULTS.rst.
 """
 from __future__ import annotations
 
@@ -58,20 +60,21 @@ class CountingComm:
         self.comm.Allgather(send, recv)
 
 
-def setup(sizes, batch, comm, chunk_size):
+def setup(sizes, batch, comm, chunk_size, device):
     from evograd.mpi import MPIEvaluator
-    model = mlp(sizes, seed=0)
+    model = mlp(sizes, seed=0).to(device)
     gen = torch.Generator().manual_seed(0)
-    data = (torch.randn(batch, sizes[0], generator=gen), torch.randint(0, sizes[-1], (batch,), generator=gen))
+    data = (torch.randn(batch, sizes[0], generator=gen).to(device),
+            torch.randint(0, sizes[-1], (batch,), generator=gen).to(device))
     evaluate = MPIEvaluator(VmapEvaluator(model, F.cross_entropy, data, chunk_size=chunk_size), comm, sync_every=1)
     strategy = OpenES(size=POPULATION, mutation=Mutation(sigma=0.02, antithetic=True), lr=0.01, chunk_size=chunk_size)
     return evaluate, strategy, strategy.init(flat.flatten(model), seed=0)
 
 
-def speed(generations: int) -> dict:
+def speed(generations: int, device: str) -> dict:
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
-    evaluate, strategy, state = setup(SPEED_MODEL, 1024, comm, chunk_size=32)
+    evaluate, strategy, state = setup(SPEED_MODEL, 1024, comm, chunk_size=32, device=device)
     evaluating = telling = 0.0
     for generation in range(generations + 2):
         if generation == 2:  # two warm-up generations build the noise table and the kernels
@@ -99,12 +102,12 @@ def speed(generations: int) -> dict:
             "digest": f"{evaluate.check_sync(state, state.generation, final=True):016x}"}
 
 
-def traffic(generations: int) -> dict:
+def traffic(generations: int, device: str) -> dict:
     from mpi4py import MPI
     out = {}
     for name, sizes in MODELS.items():
         comm = CountingComm(MPI.COMM_WORLD)
-        evaluate, strategy, state = setup(sizes, 8, comm, chunk_size=16)
+        evaluate, strategy, state = setup(sizes, 8, comm, chunk_size=16, device=device)
         telling = 0.0
         for generation in range(generations + 1):
             if generation == 1:  # the first generation warms up (noise table, kernels): not counted
@@ -141,10 +144,10 @@ def wait_for_quiet(threshold: float = 0.9, limit: float = 600.0) -> float:
     return idle
 
 
-def launch(ranks: int, worker: str, generations: int) -> dict:
+def launch(ranks: int, worker: str, generations: int, device: str) -> dict:
     mpiexec = pathlib.Path(sys.executable).parent / "mpiexec"
     command = [str(mpiexec) if mpiexec.exists() else "mpiexec", "-n", str(ranks), sys.executable, "-m", "mpi4py",
-               __file__, "--worker", worker, "--generations", str(generations)]
+               __file__, "--worker", worker, "--generations", str(generations), "--device", device]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -155,12 +158,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--generations", type=int, default=10)
     parser.add_argument("--worker", choices=("speed", "traffic"), default=None)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where every rank computes")
     args = parser.parse_args()
     if args.worker is not None:
         torch.set_num_threads(1)
         torch.set_flush_denormal(True)
         from mpi4py import MPI
-        result = speed(args.generations) if args.worker == "speed" else traffic(3)
+        result = speed(args.generations, args.device) if args.worker == "speed" else traffic(3, args.device)
         if MPI.COMM_WORLD.Get_rank() == 0:
             print(json.dumps(result), flush=True)
         return
@@ -171,20 +175,21 @@ def main() -> None:
     for _ in range(args.repeats):
         for ranks in (1, 2):
             idle = wait_for_quiet()
-            result = launch(ranks, "speed", args.generations)
+            result = launch(ranks, "speed", args.generations, args.device)
             rates[ranks].append(result["generations_per_s"])
             digests.add(result["digest"])
             print(f"  {ranks} rank(s), CPUs {idle:.0%} idle before: {result['generations_per_s']:.2f} gen/s "
                   f"(evaluation {result['evaluate_fraction']:.0%} of the time, tell {1e3 * result['tell_s']:.1f} ms, fitness all-gather alone "
                   f"{1e6 * result['allgather_s']:.1f} us)", flush=True)
-    print(f"population {POPULATION}, MLP 64-128-10 ({result['dim']} parameters), batch 1024, 1 thread per rank")
+    print(f"population {POPULATION}, MLP 64-128-10 ({result['dim']} parameters), batch 1024, 1 thread per rank, "
+          f"device {args.device}")
     for ranks, values in rates.items():
         print(f"{ranks} rank(s): best {max(values):.2f} gen/s, median {statistics.median(values):.2f} gen/s")
     print(f"speed-up 2 vs 1 rank: best {max(rates[2]) / max(rates[1]):.2f}x, "
           f"median {statistics.median(rates[2]) / statistics.median(rates[1]):.2f}x; "
           f"final states identical across all runs: {len(digests) == 1}")
 
-    result = launch(2, "traffic", 3)
+    result = launch(2, "traffic", 3, args.device)
     print(f"bytes per generation per rank, population {POPULATION}, {result['ranks']} ranks "
           "(fitness all-gather + sync check):")
     for name, row in result["models"].items():

@@ -2,7 +2,7 @@
 
 Workload: a population of P perturbations of an MLP (ReLU hidden layers, cross-entropy on 10
 classes) scored on one shared batch of 256 samples. Rows: P = 256 and 1024 for a 64-64-10 MLP
-(4,810 parameters) and a 64-384-192-10 MLP (100,810 parameters).
+(4,810 parameters) and a 64-384-192-10 MLP (100,810 parameters); on a GPU, P = 1024 and 8192.
 
 Contenders:
 
@@ -30,13 +30,13 @@ alike; a figure is the best of ``--repeats`` timings. Separate processes matter:
 adapts its mmap threshold to the blocks freed, so in one shared process a neighbour's big tensors
 decide whether yours are recycled or page-faulted afresh (it swung one contender by 40% here).
 
-Then the peak memory of one generation at P=1024 with the 100,810-parameter MLP, each configuration
-in a fresh subprocess (see :func:`memory_probe` for the method).
+Then the peak memory of one generation with the 100,810-parameter MLP at P=1024 (P=8192 on a GPU),
+each configuration in a fresh subprocess (see :func:`memory_probe` for the method).
 
 Usage::
 
     PYTHONPATH=. python benchmarks/throughput.py [--threads 2] [--repeats N] [--device cpu|cuda]
-                                                 [--rows small|all]
+                                                 [--rows small|all|gpu]
 """
 from __future__ import annotations
 
@@ -62,8 +62,9 @@ SIGMA = 0.02
 LR = 0.01
 SMALL, LARGE = (64, 64, 10), (64, 384, 192, 10)
 ROWS = {"small": [(256, SMALL), (1024, SMALL)],
-        "all": [(256, SMALL), (1024, SMALL), (256, LARGE), (1024, LARGE)]}
-MEMORY_ROW = (1024, LARGE)
+        "all": [(256, SMALL), (1024, SMALL), (256, LARGE), (1024, LARGE)],
+        "gpu": [(1024, SMALL), (8192, SMALL), (1024, LARGE), (8192, LARGE)]}
+MEMORY_ROWS = {"cpu": (1024, LARGE), "cuda": (8192, LARGE)}
 CONTENDERS = ("bmm fwd", "plain ES", "evograd OpenES", "evograd Rolling", "EvoTorch PGPE")
 
 
@@ -284,7 +285,7 @@ def _status_bytes(field: str) -> int:
 
 
 def memory_probe(kind: str, device: torch.device) -> dict[str, float]:
-    """Peak extra memory of one generation at :data:`MEMORY_ROW`, in this (fresh) process.
+    """Peak extra memory of one generation at the device's row of :data:`MEMORY_ROWS`, in this (fresh) process.
 
     Method, CPU: torch's CPU allocator takes large blocks from the OS and gives them back on free
     (with the malloc setting :func:`memory_report` passes), so resident memory tracks what the
@@ -297,7 +298,7 @@ def memory_probe(kind: str, device: torch.device) -> dict[str, float]:
     setup transient could hide the generation's peak: that case is reported as ``masked``. CUDA:
     ``torch.cuda.max_memory_allocated`` over the generation, minus what was allocated before it.
     """
-    step = make_step(kind, *MEMORY_ROW, device)
+    step = make_step(kind, *MEMORY_ROWS[device.type], device)
     step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -319,9 +320,9 @@ def memory_probe(kind: str, device: torch.device) -> dict[str, float]:
 
 def memory_report(threads: int, device: torch.device) -> list[str]:
     """Run :func:`memory_probe` in fresh subprocesses and compare with the two budgets."""
-    pop, sizes = MEMORY_ROW
+    pop, sizes = MEMORY_ROWS[device.type]
     dim = n_params(sizes)
-    chunk = VmapEvaluator(mlp(sizes), F.cross_entropy).chunk_size
+    chunk = min(pop, VmapEvaluator(mlp(sizes).to(device), F.cross_entropy).chunk_size)
     floats = torch.finfo(torch.float32).bits // 8
     # one chunk of candidates, plus every layer's output for that chunk (hidden layers twice:
     # the linear layer's output and the ReLU's, which is not in place)
@@ -354,24 +355,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--repeats", type=int, default=7, help="timings per contender and row (default 7)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--rows", choices=list(ROWS), default="all",
-                        help="small: the 4,810-parameter MLP only; all: both MLPs (default)")
+    parser.add_argument("--rows", choices=list(ROWS),
+                        help="small: the 4,810-parameter MLP only; all: both MLPs (default on a CPU); "
+                             "gpu: both MLPs at P=1024 and 8192 (default on a GPU)")
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # internal: one memory probe, JSON to stdout
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     device = torch.device(args.device)
+    rows = ROWS[args.rows or ("gpu" if device.type == "cuda" else "all")]
     if args.probe:
         print(json.dumps(memory_probe(args.probe, device)))
         return
 
     names = [n for n in CONTENDERS if n != "EvoTorch PGPE" or importlib.util.find_spec("evotorch")]
-    print(f"torch {torch.__version__}, {args.threads} threads, device {device}, batch {BATCH}, "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
+    print(f"torch {torch.__version__}, {where}, device {device}, batch {BATCH}, "
           f"best of {args.repeats}; figures in generations/s")
     header = f"{'P':>5} {'params':>8} " + " ".join(f"{c:>15}" for c in CONTENDERS)
     print(header + f" {'OpenES/plain':>13} {'Rolling/plain':>14} {'OpenES/EvoTorch':>16}")
     with Contenders(names, args.threads, device) as contenders:
-        for pop, sizes in ROWS[args.rows]:
+        for pop, sizes in rows:
             rate = contenders.measure(pop, sizes, args.repeats)
             cells = " ".join(f"{rate[c]:15.2f}" if c in rate else f"{'n/a':>15}" for c in CONTENDERS)
             evotorch = rate.get("EvoTorch PGPE")
