@@ -12,7 +12,8 @@ from evograd import tasks
 def _write_idx(path, array: np.ndarray, type_code: int = 0x08, compress: bool = False):
     header = struct.pack(">BBBB", 0, 0, type_code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = header + array.astype(">u1" if type_code == 0x08 else ">f4").tobytes()
-    (gzip.open if compress else open)(path, "wb").write(payload)
+    with (gzip.open if compress else open)(path, "wb") as handle:  # closed here: gzip writes its trailer on close
+        handle.write(payload)
 
 
 @pytest.mark.parametrize("compress", [False, True])
