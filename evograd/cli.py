@@ -165,7 +165,7 @@ def _cmd_run(args) -> None:
 def _experiment_command(args) -> str:
     """The command line of an ``experiment`` run, as recorded with its results."""
     options = [args.name, "--quick" if args.quick else "", f"--seeds {args.seeds}" if args.seeds else "",
-               f"--out {args.out}"]
+               f"--out {args.out}", f"--device {args.device}" if args.device != "cpu" else ""]
     return " ".join(["evograd experiment", *filter(None, options)])
 
 
@@ -176,7 +176,8 @@ def _cmd_experiment(args) -> None:
         raise UsageError(f"--seeds {args.seeds} is out of range; allowed 1 or more")
     out = _writable_dir(args.out)
     outcome = experiments.run(args.name, quick=args.quick, seeds=args.seeds, out=out,
-                              progress=_progress_factory()(args.name), command=_experiment_command(args))
+                              progress=_progress_factory()(args.name), command=_experiment_command(args),
+                              device=_device(args.device))
     print(f"wrote {', '.join(str(path) for path in outcome.files)}")
 
 
@@ -214,6 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--quick", action="store_true", help="a tiny run (under a minute), for smoke tests")
     exp.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the experiment's own)")
     exp.add_argument("--out", default="evograd-experiments", help="output directory (default ./evograd-experiments)")
+    exp.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     exp.set_defaults(handler=_cmd_experiment)
     return parser
 

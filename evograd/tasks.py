@@ -36,6 +36,10 @@ class Split:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
+    def to(self, device: torch.device | str) -> "Split":
+        """The same split with every tensor on ``device``."""
+        return Split(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)))
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:

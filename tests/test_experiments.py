@@ -4,6 +4,7 @@ import io
 import json
 
 import pytest
+import torch
 
 from evograd import cli, experiments
 from evograd.experiments import alignment, layers, probes, random_labels
@@ -59,6 +60,15 @@ def test_bad_seed_count_is_one_line_exit_2(tmp_path, capsys):
     assert cli.main(["experiment", "layers", "--seeds", "0", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--seeds 0" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error given where torch sees no CUDA device")
+def test_cuda_without_a_gpu_is_one_line_exit_2(tmp_path, capsys):
+    assert cli.main(["experiment", "alignment", "--quick", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no CUDA device" in err
+    with pytest.raises(ValueError, match="device='cuda'.*no CUDA device"):
+        experiments.run("alignment", quick=True, out=tmp_path, device="cuda")
 
 
 # --- verdict rules on synthetic numbers, both outcomes

@@ -146,7 +146,7 @@ def _plot(panels: list[Panel], title: str, path: pathlib.Path) -> None:
 
 
 def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | pathlib.Path = ".",
-        progress: Progress | None = None, command: str = "") -> Outcome:
+        progress: Progress | None = None, command: str = "", device: str = "cpu") -> Outcome:
     """Run experiment ``name``: measure, print the table and verdict, write JSON, table and PNG.
 
     Uses one torch thread (the experiments are sized for 2 shared CPU cores) and flushes denormal
@@ -160,14 +160,17 @@ def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | 
         out: the output directory (must exist).
         progress: ``progress(fraction, status)``, called as work completes.
         command: the command line that produced the run, recorded in the JSON.
+        device: where models and data live (``"cpu"`` or ``"cuda"``); recorded in the config.
 
     Raises:
-        ValueError: an unknown experiment or a seed count below 1.
+        ValueError: an unknown experiment, a seed count below 1, or a device torch cannot use.
     """
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment {name!r} is unknown; allowed {', '.join(EXPERIMENTS)}")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but torch sees no CUDA device; use device='cpu'")
     experiment = EXPERIMENTS[name]
-    config = experiment.configure(quick)
+    config = {**experiment.configure(quick), "device": device}
     n_seeds = config["seeds"] if seeds is None else seeds
     if n_seeds < 1:
         raise ValueError(f"seeds={n_seeds} is out of range; allowed 1 or more")

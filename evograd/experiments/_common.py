@@ -22,7 +22,7 @@ def minibatches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int) ->
         return lambda: (x, y)
 
     def draw() -> Batch:
-        index = torch.randint(0, len(x), (batch_size,), generator=gen)
+        index = torch.randint(0, len(x), (batch_size,), generator=gen).to(x.device)
         return x[index], y[index]
 
     return draw

@@ -43,7 +43,7 @@ def _angles(net: torch.nn.Module, rule: str, batch: tuple) -> dict[str, float]:
 def train_rule(split: tasks.Split, rule: str, depth: int, config: dict, seed: int) -> dict[str, Any]:
     """Train under ``rule``; return test accuracy and the per-layer angles at each measured epoch."""
     sizes = (split.train_x.shape[1], *(config["width"],) * (depth - 1), 10)
-    base = tasks.mlp(sizes, seed=seed)
+    base = tasks.mlp(sizes, seed=seed).to(split.train_x.device)
     net = base if rule == "bp" else feedback.convert(base, mode=rule, seed=seed)
     adam = torch.optim.Adam(net.parameters(), lr=config["lr"])
     probe = (split.train_x[:256], split.train_y[:256])
@@ -65,7 +65,7 @@ def train_rule(split: tasks.Split, rule: str, depth: int, config: dict, seed: in
 
 def measure(config: dict, seeds: list[int], progress: Progress) -> dict[str, Any]:
     """Every rule × depth × seed."""
-    split, records = tasks.digits(), []
+    split, records = tasks.digits().to(config["device"]), []
     total = len(RULES) * len(config["depths"]) * len(seeds)
     for depth in config["depths"]:
         for rule in RULES:

@@ -75,11 +75,11 @@ def _optimizer(arm: str, model: torch.nn.Module, config: dict, seed: int) -> tup
 
 def measure(config: dict, seeds: list[int], progress: Progress) -> dict[str, Any]:
     """Every arm × seed at the same FE budget."""
-    split, runs = tasks.digits(), []
+    split, runs = tasks.digits().to(config["device"]), []
     total = len(ARMS) * len(seeds)
     for arm in ARMS:
         for seed in seeds:
-            model = tasks.mlp((64, *(config["width"],) * (config["depth"] - 1), 10), seed=seed)
+            model = tasks.mlp((64, *(config["width"],) * (config["depth"] - 1), 10), seed=seed).to(config["device"])
             optimizer, uses_gradient = _optimizer(arm, model, config, seed)
             run = train(model, optimizer, minibatches(split.train_x, split.train_y, config["batch"], seed),
                         fe_cap=config["fe"], uses_gradient=uses_gradient,

@@ -53,13 +53,14 @@ def mutation(kind: str, sigma: float, dim: int) -> Mutation:
     return Mutation(kind=kind, sigma=sigma)
 
 
-def _data(task: str) -> tasks.Split:
-    return tasks.digits() if task == "digits" else tasks.teacher()
+def _data(task: str, device: str) -> tasks.Split:
+    return (tasks.digits() if task == "digits" else tasks.teacher()).to(device)
 
 
 def _model(task: str, split: tasks.Split, depth: int, width: int, seed: int) -> torch.nn.Sequential:
+    """The MLP of ``task``, on the device of ``split``."""
     n_out = int(split.train_y.max()) + 1 if task == "digits" else split.train_y.shape[1]
-    return tasks.mlp((split.train_x.shape[1], *(width,) * (depth - 1), n_out), seed=seed)
+    return tasks.mlp((split.train_x.shape[1], *(width,) * (depth - 1), n_out), seed=seed).to(split.train_x.device)
 
 
 def probe_cosines(model: torch.nn.Module, loss_fn, batch: tuple, mutation: Mutation, ns: list[int], seed: int
@@ -86,7 +87,7 @@ def probe_cosines(model: torch.nn.Module, loss_fn, batch: tuple, mutation: Mutat
 def _cosine_records(config: dict, seeds: list[int], tick) -> list[dict]:
     records = []
     for task in config["tasks"]:
-        split = _data(task)
+        split = _data(task, config["device"])
         probe = (split.train_x[:config["batch"]], split.train_y[:config["batch"]])
         for depth in config["depths"]:
             for seed in seeds:
@@ -111,7 +112,7 @@ def _cosine_records(config: dict, seeds: list[int], tick) -> list[dict]:
 
 
 def _training_records(config: dict, seeds: list[int], tick) -> list[dict]:
-    split, records = tasks.digits(), []
+    split, records = _data("digits", config["device"]), []
     budget = config["train"]
     for kind in KINDS:
         for weighting in WEIGHTINGS:

@@ -67,8 +67,8 @@ def _thin(curve: list, points: int) -> list:
 
 def fit(method: str, shuffled: bool, config: dict, seed: int) -> dict[str, Any]:
     """Full-batch training until 100% training accuracy or the method's FE cap."""
-    split = subset(config["n_train"], shuffled=shuffled, seed=seed)
-    model = tasks.mlp((64, config["hidden"], 10), seed=seed)
+    split = subset(config["n_train"], shuffled=shuffled, seed=seed).to(config["device"])
+    model = tasks.mlp((64, config["hidden"], 10), seed=seed).to(config["device"])
     optimizer = _optimizer(method, model, config, seed)
     run = train(model, optimizer, minibatches(split.train_x, split.train_y, config["n_train"], seed),
                 fe_cap=config["caps"][method], uses_gradient=method != "evolution",
