@@ -37,6 +37,7 @@ from evograd import (
     deap_tools,
     diagnostics,
     evaluate,
+    experiments,
     feedback,
     flat,
     noise,
@@ -395,7 +396,7 @@ def test_two_ranks_on_one_gpu_reproduce_the_single_process_gpu_run(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# tasks, compare, the command line and plots
+# tasks, compare, experiments, the command line and plots
 
 
 def test_task_metrics_measure_a_gpu_model():
@@ -421,6 +422,22 @@ def test_compare_runs_on_the_gpu_from_the_command_line(tmp_path):
     for run in runs:  # test MSE, lower is better: every method learned on the GPU
         assert run["curve"][-1][2] < 0.7 * run["curve"][0][2], (run["method"], run["curve"][0], run["curve"][-1])
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_an_experiment_on_the_gpu_reproduces_its_cpu_run(tmp_path):
+    """Same weights, feedback matrices and minibatches on both devices: the runs differ by rounding only."""
+    pytest.importorskip("matplotlib")
+    records = {}
+    for device in ("cpu", "cuda"):
+        (tmp_path / device).mkdir()
+        experiments.run("alignment", quick=True, out=tmp_path / device, device=device)
+        records[device] = json.loads((tmp_path / device / "alignment.json").read_text())
+    assert records["cuda"]["config"]["device"] == "cuda"
+    for cpu, gpu in zip(records["cpu"]["numbers"]["runs"], records["cuda"]["numbers"]["runs"]):
+        assert (cpu["rule"], cpu["depth"]) == (gpu["rule"], gpu["depth"])
+        assert abs(cpu["test_accuracy"] - gpu["test_accuracy"]) <= 0.02, (cpu["rule"], cpu["depth"])
+        if gpu["rule"] == "bp":
+            assert max(a for layer in gpu["angles"].values() for a in layer) < 1e-3
 
 
 # ----------------------------------------------------------------------------------------------
