@@ -3,7 +3,19 @@
 The public API, re-exported here (importing evograd has no side effects and needs only torch,
 numpy and deap; optional extras are imported where they are used).
 """
-from evograd import checkpoint, cupy_bridge, deap_tools, diagnostics, directions, feedback, flat, mpi, noise, shaping, tasks
+from evograd import (
+    checkpoint,
+    cupy_bridge,
+    deap_tools,
+    diagnostics,
+    directions,
+    feedback,
+    flat,
+    mpi,
+    noise,
+    shaping,
+    tasks,
+)
 from evograd.cupy_bridge import CupyEvaluator
 from evograd.evaluate import ChunkedEvaluator, Evaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
 from evograd.mpi import MPIEvaluator

@@ -11,7 +11,7 @@ CuPy is imported only when this module is used, never by ``import evograd`` (DES
 
 Examples (on a machine with CuPy and a GPU)::
 
-    import cupy
+    import cupy, torch
     from evograd import CupyEvaluator, Mutation, noise
     rastrigin = CupyEvaluator(lambda x: 10 * x.shape[1] + (x**2 - 10 * cupy.cos(2 * cupy.pi * x)).sum(1))
     fitness = rastrigin(torch.zeros(30, device="cuda"), noise.member_seeds(0, 0, 64), Mutation(sigma=0.1))
