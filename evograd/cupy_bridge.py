@@ -89,14 +89,14 @@ class CupyEvaluator(FunctionEvaluator):
     """
 
     def __init__(self, fn: Callable[[Any], Any], *, chunk_size: int = 1024) -> None:
-        require_cupy()
+        self._cupy = require_cupy()  # checked once here, not once per chunk
         super().__init__(fn, chunk_size=chunk_size)
 
     def _score(self, candidates: torch.Tensor, context: None) -> torch.Tensor:
         if candidates.device.type != "cuda":
             raise ValueError(f"CupyEvaluator scores candidates on a CUDA device, got them on {candidates.device}; "
                              "put the center (or the candidates) on 'cuda'")
-        scores = self.fn(to_cupy(candidates))
+        scores = self.fn(self._cupy.from_dlpack(candidates))  # a view, as to_cupy gives
         if not hasattr(scores, "__dlpack__") or tuple(scores.shape) != (len(candidates),):
             raise ValueError(f"fn must return a CuPy array of one fitness per candidate, shape ({len(candidates)},), "
                              f"got {type(scores).__name__} {tuple(getattr(scores, 'shape', ()))}")

@@ -296,12 +296,14 @@ def _coordinate_scale(mutation: Mutation, dim: int, layout: "Layout | None", dev
     return scale.to(device=device, dtype=dtype)
 
 
-def _resolve_device(device: torch.device | str | None) -> torch.device:
-    """``device`` with its index, so that it compares equal to a tensor's (``"cuda"`` is ``cuda:0`` there)."""
+def _checked(seeds: torch.Tensor, dim: int, device: torch.device | str | None) -> tuple[torch.Tensor, torch.device]:
+    """The seeds as a CPU int64 vector and the device with its index (``"cuda"`` is ``cuda:0`` on tensors)."""
+    if dim < 1:
+        raise ValueError(f"dim={dim} is out of range; allowed [1, inf)")
     device = torch.device("cpu") if device is None else torch.device(device)
     if device.type != "cpu" and device.index is None:
         device = torch.empty(0, device=device).device  # the current device of that type
-    return device
+    return torch.as_tensor(seeds, dtype=torch.int64).reshape(-1).cpu(), device
 
 
 def sample(mutation: Mutation, seeds: torch.Tensor, dim: int, *, device: torch.device | str | None = None,
@@ -331,10 +333,7 @@ def sample(mutation: Mutation, seeds: torch.Tensor, dim: int, *, device: torch.d
         >>> rows.shape, bool((rows[:2] + rows[2:] == 0).all())
         (torch.Size([4, 10]), True)
     """
-    if dim < 1:
-        raise ValueError(f"dim={dim} is out of range; allowed [1, inf)")
-    seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1).cpu()
-    device = _resolve_device(device)
+    seeds, device = _checked(seeds, dim, device)
     if out is not None and (out.shape != (len(seeds), dim) or out.dtype != dtype or out.device != device
                             or not out.is_contiguous()):
         raise ValueError(f"out must be a contiguous ({len(seeds)}, {dim}) {dtype} tensor on {device}, got "
@@ -424,10 +423,7 @@ def iter_rows(mutation: Mutation, seeds: torch.Tensor, dim: int, *, chunk_size: 
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} is out of range; allowed [1, inf)")
-    if dim < 1:
-        raise ValueError(f"dim={dim} is out of range; allowed [1, inf)")
-    device = _resolve_device(device)
-    seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1).cpu()
+    seeds, device = _checked(seeds, dim, device)
     scale = _coordinate_scale(mutation, dim, layout, device, dtype)  # resolved and moved once, not per chunk
     plan = _Plan.of(mutation, seeds, dim, device, dtype) if len(seeds) else None
     buffer = torch.empty(min(chunk_size, len(seeds)), dim, device=device, dtype=dtype) if reuse else None
