@@ -11,6 +11,7 @@ Usage::
 
     PYTHONPATH=. python benchmarks/chunk_sweep.py --device cuda [--pops 1024 8192] [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,9 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from throughput import BATCH, LARGE, SMALL, data, mlp, mutation, n_params
 
 from evograd import VmapEvaluator, evaluate, flat, noise
-from throughput import BATCH, LARGE, SMALL, data, mlp, mutation, n_params
 
 EVALUATOR_CHUNKS = (64, 128, 256, 512, 1024, 2048, 4096)
 UPDATE_CHUNK_MIB = (4, 16, 64, 256, 1024)
@@ -48,9 +49,11 @@ def sweep(pop: int, sizes: tuple[int, ...], device: torch.device, repeats: int) 
     seeds = noise.member_seeds(0, 0, pop, antithetic=True)
     weights = torch.linspace(-0.5, 0.5, pop, device=device)
     dim = len(center)
-    lines = [f"P={pop}, {n_params(sizes):,} parameters (defaults: evaluator "
-             f"{evaluate.default_chunk_size(dim, device=device)}, update "
-             f"{noise.chunk_rows(dim, device=device)} rows)"]
+    lines = [
+        f"P={pop}, {n_params(sizes):,} parameters (defaults: evaluator "
+        f"{evaluate.default_chunk_size(dim, device=device)}, update "
+        f"{noise.chunk_rows(dim, device=device)} rows)"
+    ]
     cells = []
     for chunk in EVALUATOR_CHUNKS:
         if chunk > pop:
@@ -61,13 +64,14 @@ def sweep(pop: int, sizes: tuple[int, ...], device: torch.device, repeats: int) 
             cells.append(f"{chunk}: {ms:.1f}")
         except torch.OutOfMemoryError:
             cells.append(f"{chunk}: out of memory")
-        del evaluator
+        evaluator = None  # free its buffers before the next size allocates its own
     lines.append("  evaluate, ms by evaluator chunk:  " + "  ".join(cells))
     cells = []
     for mib in UPDATE_CHUNK_MIB:
         rows = noise.chunk_rows(dim, nbytes=mib << 20)
-        ms = best_ms(lambda: noise.weighted_sum(mutation(), seeds, weights, dim, chunk_size=rows, device=device),
-                     device, repeats)
+        ms = best_ms(
+            lambda: noise.weighted_sum(mutation(), seeds, weights, dim, chunk_size=rows, device=device), device, repeats
+        )
         cells.append(f"{mib} MiB ({rows}): {ms:.1f}")
     lines.append("  update, ms by chunk:  " + "  ".join(cells))
     return lines

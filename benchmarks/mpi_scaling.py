@@ -15,6 +15,7 @@ its share of the fitness values plus one count (8 bytes each) and receives the p
 on the CPU, since only the fitness leaves the device. Figures and a scaling model:
 benchmarks/RESULTS.rst.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,10 +63,13 @@ class CountingComm:
 
 def setup(sizes, batch, comm, chunk_size, device):
     from evograd.mpi import MPIEvaluator
+
     model = mlp(sizes, seed=0).to(device)
     gen = torch.Generator().manual_seed(0)
-    data = (torch.randn(batch, sizes[0], generator=gen).to(device),
-            torch.randint(0, sizes[-1], (batch,), generator=gen).to(device))
+    data = (
+        torch.randn(batch, sizes[0], generator=gen).to(device),
+        torch.randint(0, sizes[-1], (batch,), generator=gen).to(device),
+    )
     evaluate = MPIEvaluator(VmapEvaluator(model, F.cross_entropy, data, chunk_size=chunk_size), comm, sync_every=1)
     strategy = OpenES(size=POPULATION, mutation=Mutation(sigma=0.02, antithetic=True), lr=0.01, chunk_size=chunk_size)
     return evaluate, strategy, strategy.init(flat.flatten(model), seed=0)
@@ -73,6 +77,7 @@ def setup(sizes, batch, comm, chunk_size, device):
 
 def speed(generations: int, device: str) -> dict:
     from mpi4py import MPI
+
     comm = MPI.COMM_WORLD
     evaluate, strategy, state = setup(SPEED_MODEL, 1024, comm, chunk_size=32, device=device)
     evaluating = telling = 0.0
@@ -96,14 +101,20 @@ def speed(generations: int, device: str) -> dict:
     for _ in range(1000):
         comm.Allgatherv(send, [gathered, shares, [i * shares[0] for i in range(comm.Get_size())], MPI.DOUBLE])
     allgather = (time.perf_counter() - tick) / 1000
-    return {"ranks": comm.Get_size(), "generations_per_s": generations / elapsed,
-            "evaluate_fraction": evaluating / elapsed, "tell_s": telling / generations, "allgather_s": allgather,
-            "dim": state.center.numel(),
-            "digest": f"{evaluate.check_sync(state, state.generation, final=True):016x}"}
+    return {
+        "ranks": comm.Get_size(),
+        "generations_per_s": generations / elapsed,
+        "evaluate_fraction": evaluating / elapsed,
+        "tell_s": telling / generations,
+        "allgather_s": allgather,
+        "dim": state.center.numel(),
+        "digest": f"{evaluate.check_sync(state, state.generation, final=True):016x}",
+    }
 
 
 def traffic(generations: int, device: str) -> dict:
     from mpi4py import MPI
+
     out = {}
     for name, sizes in MODELS.items():
         comm = CountingComm(MPI.COMM_WORLD)
@@ -119,16 +130,22 @@ def traffic(generations: int, device: str) -> dict:
             telling += time.perf_counter() - tick
             evaluate.check_sync(state, state.generation)  # sync_every=1: its 8 bytes are included
         per_rank = MPI.COMM_WORLD.allgather((comm.sent / generations, comm.received / generations))
-        out[name] = {"dim": state.center.numel(), "sent": [s for s, _ in per_rank],
-                     "received": [r for _, r in per_rank], "tell_s": telling / generations}
+        out[name] = {
+            "dim": state.center.numel(),
+            "sent": [s for s, _ in per_rank],
+            "received": [r for _, r in per_rank],
+            "tell_s": telling / generations,
+        }
     return {"ranks": MPI.COMM_WORLD.Get_size(), "models": out}
 
 
 def idle_fraction(seconds: float = 1.0) -> float:
     """Share of the machine's CPU time left idle over the next ``seconds`` (Linux /proc/stat)."""
+
     def sample() -> tuple[int, int]:
         fields = [int(x) for x in pathlib.Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
         return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+
     idle0, total0 = sample()
     time.sleep(seconds)
     idle1, total1 = sample()
@@ -146,8 +163,21 @@ def wait_for_quiet(threshold: float = 0.9, limit: float = 600.0) -> float:
 
 def launch(ranks: int, worker: str, generations: int, device: str) -> dict:
     mpiexec = pathlib.Path(sys.executable).parent / "mpiexec"
-    command = [str(mpiexec) if mpiexec.exists() else "mpiexec", "-n", str(ranks), sys.executable, "-m", "mpi4py",
-               __file__, "--worker", worker, "--generations", str(generations), "--device", device]
+    command = [
+        str(mpiexec) if mpiexec.exists() else "mpiexec",
+        "-n",
+        str(ranks),
+        sys.executable,
+        "-m",
+        "mpi4py",
+        __file__,
+        "--worker",
+        worker,
+        "--generations",
+        str(generations),
+        "--device",
+        device,
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -164,6 +194,7 @@ def main() -> None:
         torch.set_num_threads(1)
         torch.set_flush_denormal(True)
         from mpi4py import MPI
+
         result = speed(args.generations, args.device) if args.worker == "speed" else traffic(3, args.device)
         if MPI.COMM_WORLD.Get_rank() == 0:
             print(json.dumps(result), flush=True)
@@ -178,24 +209,36 @@ def main() -> None:
             result = launch(ranks, "speed", args.generations, args.device)
             rates[ranks].append(result["generations_per_s"])
             digests.add(result["digest"])
-            print(f"  {ranks} rank(s), CPUs {idle:.0%} idle before: {result['generations_per_s']:.2f} gen/s "
-                  f"(evaluation {result['evaluate_fraction']:.0%} of the time, tell {1e3 * result['tell_s']:.1f} ms, fitness all-gather alone "
-                  f"{1e6 * result['allgather_s']:.1f} us)", flush=True)
-    print(f"population {POPULATION}, MLP 64-128-10 ({result['dim']} parameters), batch 1024, 1 thread per rank, "
-          f"device {args.device}")
+            print(
+                f"  {ranks} rank(s), CPUs {idle:.0%} idle before: {result['generations_per_s']:.2f} gen/s "
+                f"(evaluation {result['evaluate_fraction']:.0%} of the time, tell {1e3 * result['tell_s']:.1f} ms, "
+                f"fitness all-gather alone "
+                f"{1e6 * result['allgather_s']:.1f} us)",
+                flush=True,
+            )
+    print(
+        f"population {POPULATION}, MLP 64-128-10 ({result['dim']} parameters), batch 1024, 1 thread per rank, "
+        f"device {args.device}"
+    )
     for ranks, values in rates.items():
         print(f"{ranks} rank(s): best {max(values):.2f} gen/s, median {statistics.median(values):.2f} gen/s")
-    print(f"speed-up 2 vs 1 rank: best {max(rates[2]) / max(rates[1]):.2f}x, "
-          f"median {statistics.median(rates[2]) / statistics.median(rates[1]):.2f}x; "
-          f"final states identical across all runs: {len(digests) == 1}")
+    print(
+        f"speed-up 2 vs 1 rank: best {max(rates[2]) / max(rates[1]):.2f}x, "
+        f"median {statistics.median(rates[2]) / statistics.median(rates[1]):.2f}x; "
+        f"final states identical across all runs: {len(digests) == 1}"
+    )
 
     result = launch(2, "traffic", 3, args.device)
-    print(f"bytes per generation per rank, population {POPULATION}, {result['ranks']} ranks "
-          "(fitness all-gather + sync check):")
+    print(
+        f"bytes per generation per rank, population {POPULATION}, {result['ranks']} ranks "
+        "(fitness all-gather + sync check):"
+    )
     for name, row in result["models"].items():
-        print(f"  {name:>4} ({row['dim']:>9,d} parameters): sent {row['sent']}, received {row['received']}; "
-              f"a parameter broadcast would be {4 * row['dim']:,d}; tell {1e3 * row['tell_s']:.0f} ms "
-              f"({1e9 * row['tell_s'] / (POPULATION * row['dim']):.2f} ns per member x parameter)")
+        print(
+            f"  {name:>4} ({row['dim']:>9,d} parameters): sent {row['sent']}, received {row['received']}; "
+            f"a parameter broadcast would be {4 * row['dim']:,d}; tell {1e3 * row['tell_s']:.0f} ms "
+            f"({1e9 * row['tell_s'] / (POPULATION * row['dim']):.2f} ns per member x parameter)"
+        )
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 

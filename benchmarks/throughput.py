@@ -38,6 +38,7 @@ Usage::
     PYTHONPATH=. python benchmarks/throughput.py [--threads 2] [--repeats N] [--device cpu|cuda]
                                                  [--rows small|all|gpu]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,9 +62,11 @@ BATCH = 256
 SIGMA = 0.02
 LR = 0.01
 SMALL, LARGE = (64, 64, 10), (64, 384, 192, 10)
-ROWS = {"small": [(256, SMALL), (1024, SMALL)],
-        "all": [(256, SMALL), (1024, SMALL), (256, LARGE), (1024, LARGE)],
-        "gpu": [(1024, SMALL), (8192, SMALL), (1024, LARGE), (8192, LARGE)]}
+ROWS = {
+    "small": [(256, SMALL), (1024, SMALL)],
+    "all": [(256, SMALL), (1024, SMALL), (256, LARGE), (1024, LARGE)],
+    "gpu": [(1024, SMALL), (8192, SMALL), (1024, LARGE), (8192, LARGE)],
+}
 MEMORY_ROWS = {"cpu": (1024, LARGE), "cuda": (8192, LARGE)}
 CONTENDERS = ("bmm fwd", "plain ES", "evograd OpenES", "evograd Rolling", "EvoTorch PGPE")
 
@@ -98,18 +101,20 @@ def population_loss(sizes: tuple[int, ...], x: torch.Tensor, y: torch.Tensor) ->
 
     Parameters are laid out as ``nn.Linear`` flattens them (weight (out, in), then bias, per layer).
     """
+
     def loss(candidates: torch.Tensor) -> torch.Tensor:
         pop, start, h = len(candidates), 0, x.expand(len(candidates), *x.shape)  # (P, B, in)
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            w = candidates[:, start:start + fan_in * fan_out].view(pop, fan_out, fan_in)  # (P, out, in)
+            w = candidates[:, start : start + fan_in * fan_out].view(pop, fan_out, fan_in)  # (P, out, in)
             start += fan_in * fan_out
-            b = candidates[:, start:start + fan_out]  # (P, out)
+            b = candidates[:, start : start + fan_out]  # (P, out)
             start += fan_out
             h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))  # (P, B, out)
             if i < len(sizes) - 2:
                 h = h.relu()
         per_sample = F.cross_entropy(h.reshape(-1, sizes[-1]), y.repeat(pop), reduction="none")  # (P*B,)
         return per_sample.view(pop, -1).mean(1)  # (P,)
+
     return loss
 
 
@@ -156,13 +161,23 @@ def evotorch_step(center: torch.Tensor, pop: int, loss: Callable[[torch.Tensor],
     """One generation of EvoTorch's functional PGPE (EvoTorch imported here, only if it is used)."""
     from evotorch.algorithms.functional import pgpe, pgpe_ask, pgpe_tell
 
-    box = [pgpe(center_init=center.clone(), center_learning_rate=LR, stdev_learning_rate=0.1,
-                objective_sense="min", optimizer="adam", stdev_init=SIGMA, ranking_method="centered",
-                symmetric=True)]
+    box = [
+        pgpe(
+            center_init=center.clone(),
+            center_learning_rate=LR,
+            stdev_learning_rate=0.1,
+            objective_sense="min",
+            optimizer="adam",
+            stdev_init=SIGMA,
+            ranking_method="centered",
+            symmetric=True,
+        )
+    ]
 
     def step() -> None:
         population = pgpe_ask(box[0], popsize=pop)  # (P, dim)
         box[0] = pgpe_tell(box[0], population, loss(population))
+
     return step
 
 
@@ -246,7 +261,7 @@ class Contenders:
         self.pipes[name].send(command)
         return self.pipes[name].recv()
 
-    def __enter__(self) -> "Contenders":
+    def __enter__(self) -> Contenders:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -255,8 +270,7 @@ class Contenders:
         for process in self.processes:
             process.join(timeout=30)
 
-    def measure(self, pop: int, sizes: tuple[int, ...], repeats: int, min_seconds: float = 0.25
-                ) -> dict[str, float]:
+    def measure(self, pop: int, sizes: tuple[int, ...], repeats: int, min_seconds: float = 0.25) -> dict[str, float]:
         """Generations per second of every contender on one row: best of ``repeats`` timings.
 
         Each timing runs as many generations as fill about ``min_seconds``; contenders take turns,
@@ -266,7 +280,7 @@ class Contenders:
         counts = {name: max(1, math.ceil(min_seconds / self.ask(name, "setup", pop, sizes))) for name in names}
         best = {name: math.inf for name in names}
         for r in range(repeats):
-            for name in names[r % len(names):] + names[:r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 best[name] = min(best[name], self.ask(name, "run", counts[name]))
         return {name: 1.0 / seconds for name, seconds in best.items()}
 
@@ -329,20 +343,29 @@ def memory_report(threads: int, device: torch.device) -> list[str]:
     activations = chunk * BATCH * (2 * sum(sizes[1:-1]) + sizes[-1])
     budget = (chunk * dim + activations) * floats
     full = pop * dim * floats
-    lines = [f"Peak memory of one generation, P={pop}, {dim:,} parameters, batch {BATCH} "
-             f"(fresh process each; {device.type}):",
-             f"  {'P x D floats:':37}{full / 2**20:8.1f} MiB",
-             f"  {f'one chunk ({chunk}) + its activations:':37}{budget / 2**20:8.1f} MiB"]
+    lines = [
+        f"Peak memory of one generation, P={pop}, {dim:,} parameters, batch {BATCH} "
+        f"(fresh process each; {device.type}):",
+        f"  {'P x D floats:':37}{full / 2**20:8.1f} MiB",
+        f"  {f'one chunk ({chunk}) + its activations:':37}{budget / 2**20:8.1f} MiB",
+    ]
     # glibc's malloc would keep some freed blocks resident for reuse; serving every block of 64 KiB
     # or more by mmap returns them at once, so resident memory counts live tensors only.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     for kind in ("evograd OpenES", "plain ES"):
-        out = subprocess.run([sys.executable, __file__, "--probe", kind, "--threads", str(threads),
-                              "--device", device.type], capture_output=True, text=True, check=True, env=env)
+        out = subprocess.run(
+            [sys.executable, __file__, "--probe", kind, "--threads", str(threads), "--device", device.type],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
         result = json.loads(out.stdout.strip().splitlines()[-1])
         figure = "masked by setup" if result["masked"] else f"{result['peak'] / 2**20:8.1f} MiB"
-        lines.append(f"  {kind + ':':37}{figure}  ({result['peak'] / full:.2f} x P x D, "
-                     f"{result['peak'] / budget:.2f} x chunk budget)")
+        lines.append(
+            f"  {kind + ':':37}{figure}  ({result['peak'] / full:.2f} x P x D, "
+            f"{result['peak'] / budget:.2f} x chunk budget)"
+        )
     return lines
 
 
@@ -355,9 +378,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--repeats", type=int, default=7, help="timings per contender and row (default 7)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--rows", choices=list(ROWS),
-                        help="small: the 4,810-parameter MLP only; all: both MLPs (default on a CPU); "
-                             "gpu: both MLPs at P=1024 and 8192 (default on a GPU)")
+    parser.add_argument(
+        "--rows",
+        choices=list(ROWS),
+        help="small: the 4,810-parameter MLP only; all: both MLPs (default on a CPU); "
+        "gpu: both MLPs at P=1024 and 8192 (default on a GPU)",
+    )
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # internal: one memory probe, JSON to stdout
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -370,8 +396,10 @@ def main() -> None:
 
     names = [n for n in CONTENDERS if n != "EvoTorch PGPE" or importlib.util.find_spec("evotorch")]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
-    print(f"torch {torch.__version__}, {where}, device {device}, batch {BATCH}, "
-          f"best of {args.repeats}; figures in generations/s")
+    print(
+        f"torch {torch.__version__}, {where}, device {device}, batch {BATCH}, "
+        f"best of {args.repeats}; figures in generations/s"
+    )
     header = f"{'P':>5} {'params':>8} " + " ".join(f"{c:>15}" for c in CONTENDERS)
     print(header + f" {'OpenES/plain':>13} {'Rolling/plain':>14} {'OpenES/EvoTorch':>16}")
     with Contenders(names, args.threads, device) as contenders:
@@ -380,8 +408,11 @@ def main() -> None:
             cells = " ".join(f"{rate[c]:15.2f}" if c in rate else f"{'n/a':>15}" for c in CONTENDERS)
             evotorch = rate.get("EvoTorch PGPE")
             ratio = f"{rate['evograd OpenES'] / evotorch:16.2f}" if evotorch else f"{'n/a':>16}"
-            print(f"{pop:5d} {n_params(sizes):8,d} {cells} {rate['evograd OpenES'] / rate['plain ES']:13.2f} "
-                  f"{rate['evograd Rolling'] / rate['plain ES']:14.2f} {ratio}", flush=True)
+            print(
+                f"{pop:5d} {n_params(sizes):8,d} {cells} {rate['evograd OpenES'] / rate['plain ES']:13.2f} "
+                f"{rate['evograd Rolling'] / rate['plain ES']:14.2f} {ratio}",
+                flush=True,
+            )
     if "EvoTorch PGPE" not in names:
         print("EvoTorch is not installed: its column is skipped.")
     print()

@@ -3,6 +3,7 @@
 The public API, re-exported here (importing evograd has no side effects and needs only torch,
 numpy and deap; optional extras are imported where they are used).
 """
+
 from evograd import (
     checkpoint,
     cupy_bridge,

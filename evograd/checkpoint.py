@@ -32,6 +32,7 @@ Example of a loop (every rank runs it; only rank 0 writes)::
         checkpointer.step(state.generation, state=state, strategy=strategy)
     checkpointer.step(state.generation, state=state, strategy=strategy, final=True)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,7 +42,7 @@ import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -53,12 +54,13 @@ __all__ = ["STATE_TYPES", "Checkpoint", "CheckpointError", "Checkpointer", "late
 FORMAT = "evograd-checkpoint"
 VERSION = 1
 #: The dataclasses a checkpoint may contain, rebuilt by class name. A new state class is added here.
-STATE_TYPES: dict[str, type] = {cls.__name__: cls for cls in (Mutation, StrategyState, EvolutionState,
-                                                               RollingState, ESState)}
+STATE_TYPES: dict[str, type] = {
+    cls.__name__: cls for cls in (Mutation, StrategyState, EvolutionState, RollingState, ESState)
+}
 _DATACLASS = "__dataclass__"
 _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 class CheckpointError(ValueError):
@@ -101,8 +103,10 @@ def _encode(obj: Any, where: str) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach().clone()  # own storage: a view would drag its whole base tensor along
     if type(obj) in STATE_TYPES.values():
-        return {_DATACLASS: type(obj).__name__,
-                "fields": {f.name: _encode(getattr(obj, f.name), f"{where}.{f.name}") for f in dataclasses.fields(obj)}}
+        return {
+            _DATACLASS: type(obj).__name__,
+            "fields": {f.name: _encode(getattr(obj, f.name), f"{where}.{f.name}") for f in dataclasses.fields(obj)},
+        }
     if isinstance(obj, Mapping):
         if _DATACLASS in obj:
             raise CheckpointError(f"{where}: the key {_DATACLASS!r} is reserved")
@@ -115,8 +119,10 @@ def _encode(obj: Any, where: str) -> Any:
     if isinstance(obj, (list, tuple)):
         items = [_encode(item, f"{where}[{i}]") for i, item in enumerate(obj)]
         return items if isinstance(obj, list) else tuple(items)
-    raise CheckpointError(f"{where}: cannot store an object of type {type(obj).__name__}; allowed are tensors, "
-                          f"numbers, strings, None, lists, tuples, dicts and {sorted(STATE_TYPES)}")
+    raise CheckpointError(
+        f"{where}: cannot store an object of type {type(obj).__name__}; allowed are tensors, "
+        f"numbers, strings, None, lists, tuples, dicts and {sorted(STATE_TYPES)}"
+    )
 
 
 def _decode(obj: Any, where: str) -> Any:
@@ -143,20 +149,30 @@ def _decode(obj: Any, where: str) -> Any:
 
 def _config(strategy: Any) -> dict:
     """A strategy's configuration as plain data; classes and functions by qualified name."""
+
     def plain(value: Any) -> Any:
         return f"{value.__module__}.{value.__qualname__}" if callable(value) else value
+
     return _encode({key: plain(value) for key, value in sorted(vars(strategy).items())}, "strategy")
 
 
 def _differences(saved: Any, current: Any, where: str) -> list[str]:
     """Where two plain-data trees differ (tensors by dtype, shape and value)."""
     if isinstance(saved, torch.Tensor) or isinstance(current, torch.Tensor):
-        same = (isinstance(saved, torch.Tensor) and isinstance(current, torch.Tensor) and saved.dtype == current.dtype
-                and saved.shape == current.shape and torch.equal(saved.cpu(), current.cpu()))
+        same = (
+            isinstance(saved, torch.Tensor)
+            and isinstance(current, torch.Tensor)
+            and saved.dtype == current.dtype
+            and saved.shape == current.shape
+            and torch.equal(saved.cpu(), current.cpu())
+        )
         return [] if same else [where]
     if isinstance(saved, dict) and isinstance(current, dict):
-        return [d for key in sorted(set(saved) | set(current), key=str)
-                for d in _differences(saved.get(key), current.get(key), f"{where}.{key}")]
+        return [
+            d
+            for key in sorted(set(saved) | set(current), key=str)
+            for d in _differences(saved.get(key), current.get(key), f"{where}.{key}")
+        ]
     if isinstance(saved, (list, tuple)) and isinstance(current, (list, tuple)) and len(saved) == len(current):
         return [d for i, (a, b) in enumerate(zip(saved, current)) for d in _differences(a, b, f"{where}[{i}]")]
     return [] if saved == current and type(saved) is type(current) else [f"{where} (saved {saved!r}, now {current!r})"]
@@ -182,8 +198,15 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def save(path: PathLike, *, generation: int, state: StrategyState | None = None, strategy: Any = None,
-         optimizer: Any = None, metadata: Mapping | None = None) -> Path:
+def save(
+    path: PathLike,
+    *,
+    generation: int,
+    state: StrategyState | None = None,
+    strategy: Any = None,
+    optimizer: Any = None,
+    metadata: Mapping | None = None,
+) -> Path:
     """Write a checkpoint atomically: ``path`` ends up either untouched or holding the complete new file.
 
     Args:
@@ -244,8 +267,9 @@ def save(path: PathLike, *, generation: int, state: StrategyState | None = None,
     return path
 
 
-def load(path: PathLike, *, strategy: Any = None, like: StrategyState | None = None,
-         map_location: Any = None) -> Checkpoint:
+def load(
+    path: PathLike, *, strategy: Any = None, like: StrategyState | None = None, map_location: Any = None
+) -> Checkpoint:
     """Read a checkpoint safely and check it fits this run before anything is used.
 
     Args:
@@ -273,18 +297,25 @@ def load(path: PathLike, *, strategy: Any = None, like: StrategyState | None = N
     except FileNotFoundError:
         raise
     except Exception as err:  # zip, unpickling and weights_only errors all mean: not usable
-        raise CheckpointError(f"{path} cannot be read: it is truncated, corrupt, or holds more than plain data "
-                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Delete it "
-                              "to fall back to the previous checkpoint.") from err
+        raise CheckpointError(
+            f"{path} cannot be read: it is truncated, corrupt, or holds more than plain data "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Delete it "
+            "to fall back to the previous checkpoint."
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an evograd checkpoint")
     if not isinstance(payload.get("version"), int) or payload["version"] > VERSION:
-        raise CheckpointError(f"{path} has format version {payload.get('version')!r}; this evograd reads up to "
-                              f"{VERSION}")
-    checkpoint = Checkpoint(path=path, generation=payload["generation"], state=_decode(payload["state"], "state"),
-                            optimizer=_decode(payload["optimizer"], "optimizer"),
-                            metadata=_decode(payload["metadata"], "metadata"),
-                            strategy=(payload["strategy"] or {}).get("class"))
+        raise CheckpointError(
+            f"{path} has format version {payload.get('version')!r}; this evograd reads up to {VERSION}"
+        )
+    checkpoint = Checkpoint(
+        path=path,
+        generation=payload["generation"],
+        state=_decode(payload["state"], "state"),
+        optimizer=_decode(payload["optimizer"], "optimizer"),
+        metadata=_decode(payload["metadata"], "metadata"),
+        strategy=(payload["strategy"] or {}).get("class"),
+    )
     problems = []
     if strategy is not None:
         saved = payload["strategy"] or {"class": None, "config": None}
@@ -298,8 +329,10 @@ def load(path: PathLike, *, strategy: Any = None, like: StrategyState | None = N
             problems.append(f"state class (saved {type(state).__name__}, now {type(like).__name__})")
         else:
             if state.center.shape != like.center.shape or state.center.dtype != like.center.dtype:
-                problems.append(f"model (saved center {tuple(state.center.shape)} {state.center.dtype}, now "
-                                f"{tuple(like.center.shape)} {like.center.dtype})")
+                problems.append(
+                    f"model (saved center {tuple(state.center.shape)} {state.center.dtype}, now "
+                    f"{tuple(like.center.shape)} {like.center.dtype})"
+                )
             if state.seed != like.seed:
                 problems.append(f"seed (saved {state.seed}, now {like.seed})")
     if problems:
@@ -388,12 +421,14 @@ class Checkpointer:
         found = _generations(self.directory)
         foreign = sorted(g for g in found if self._owned_until is None or g > self._owned_until)
         if foreign:
-            raise CheckpointError(f"{self.directory} already holds checkpoints of generation(s) {foreign} that this "
-                                  "run did not write or resume from; resume from them or use an empty directory")
+            raise CheckpointError(
+                f"{self.directory} already holds checkpoints of generation(s) {foreign} that this "
+                "run did not write or resume from; resume from them or use an empty directory"
+            )
         path = save(self.directory / f"ckpt-{generation:09d}.pt", generation=generation, **what)
         self._owned_until = generation
         found[generation] = path
-        for old in sorted(found)[:-self.keep]:
+        for old in sorted(found)[: -self.keep]:
             found[old].unlink()
         _fsync_directory(self.directory)
         return path

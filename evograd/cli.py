@@ -4,6 +4,7 @@ Errors a user can fix (an unknown task or method, a bad budget, an unwritable di
 extra) end the program with exit code 2 and one line saying what was wrong and how to fix it,
 never a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,7 +61,9 @@ def _writable_dir(path: str) -> pathlib.Path:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise UsageError(f"--out {path!r} is not a writable directory ({err.strerror}); choose another with --out")
+        raise UsageError(
+            f"--out {path!r} is not a writable directory ({err.strerror}); choose another with --out"
+        ) from err
     return out
 
 
@@ -122,8 +125,15 @@ def _cmd_compare(args) -> None:
     device = _device(args.device)
     task = _task(args.task, args.data_path)
     overrides = compare.parse_overrides(args.set or [])
-    results = compare.compare(task, methods, range(args.seeds), budget, overrides=overrides, device=device,
-                              progress_factory=_progress_factory())
+    results = compare.compare(
+        task,
+        methods,
+        range(args.seeds),
+        budget,
+        overrides=overrides,
+        device=device,
+        progress_factory=_progress_factory(),
+    )
     budget_text = f"{budget.fe:,} FE" if budget.fe else f"{budget.seconds:g} s"
     _report(task, budget, results, out, f"{task.name}: {len(methods)} methods, {args.seeds} seeds, {budget_text}")
 
@@ -139,15 +149,24 @@ def _cmd_run(args) -> None:
         try:
             import tomli as tomllib
         except ImportError:
-            raise UsageError("reading a TOML config needs Python 3.11 or: pip install tomli")
+            raise UsageError("reading a TOML config needs Python 3.11 or: pip install tomli") from None
     try:
         config = tomllib.loads(pathlib.Path(args.config).read_text())
     except OSError as err:
-        raise UsageError(f"cannot read config {args.config!r}: {err.strerror}")
+        raise UsageError(f"cannot read config {args.config!r}: {err.strerror}") from err
     except tomllib.TOMLDecodeError as err:
-        raise UsageError(f"config {args.config!r} is not valid TOML: {err}")
-    unknown = set(config) - {"task", "method", "seed", "budget_fe", "budget_seconds", "out", "data_path", "device",
-                             "settings"}
+        raise UsageError(f"config {args.config!r} is not valid TOML: {err}") from err
+    unknown = set(config) - {
+        "task",
+        "method",
+        "seed",
+        "budget_fe",
+        "budget_seconds",
+        "out",
+        "data_path",
+        "device",
+        "settings",
+    }
     if unknown:
         raise UsageError(f"config {args.config!r} has unknown keys {sorted(unknown)}")
     if "method" not in config:
@@ -156,16 +175,27 @@ def _cmd_run(args) -> None:
     budget = _budget(args)
     out = _writable_dir(config.get("out", args.out))
     task = _task(config.get("task", "digits"), config.get("data_path"))
-    result = compare.run_method(task, config["method"], int(config.get("seed", 0)), budget,
-                                overrides=config.get("settings"), device=_device(config.get("device", "cpu")),
-                                progress=_progress_factory()(f"{config['method']} seed {config.get('seed', 0)}"))
+    result = compare.run_method(
+        task,
+        config["method"],
+        int(config.get("seed", 0)),
+        budget,
+        overrides=config.get("settings"),
+        device=_device(config.get("device", "cpu")),
+        progress=_progress_factory()(f"{config['method']} seed {config.get('seed', 0)}"),
+    )
     _report(task, budget, [result], out, f"{task.name}: {config['method']}")
 
 
 def _experiment_command(args) -> str:
     """The command line of an ``experiment`` run, as recorded with its results."""
-    options = [args.name, "--quick" if args.quick else "", f"--seeds {args.seeds}" if args.seeds else "",
-               f"--out {args.out}", f"--device {args.device}" if args.device != "cpu" else ""]
+    options = [
+        args.name,
+        "--quick" if args.quick else "",
+        f"--seeds {args.seeds}" if args.seeds else "",
+        f"--out {args.out}",
+        f"--device {args.device}" if args.device != "cpu" else "",
+    ]
     return " ".join(["evograd experiment", *filter(None, options)])
 
 
@@ -175,9 +205,15 @@ def _cmd_experiment(args) -> None:
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds} is out of range; allowed 1 or more")
     out = _writable_dir(args.out)
-    outcome = experiments.run(args.name, quick=args.quick, seeds=args.seeds, out=out,
-                              progress=_progress_factory()(args.name), command=_experiment_command(args),
-                              device=_device(args.device))
+    outcome = experiments.run(
+        args.name,
+        quick=args.quick,
+        seeds=args.seeds,
+        out=out,
+        progress=_progress_factory()(args.name),
+        command=_experiment_command(args),
+        device=_device(args.device),
+    )
     print(f"wrote {', '.join(str(path) for path in outcome.files)}")
 
 
@@ -203,8 +239,9 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     cmp.add_argument("--data-path", help="directory of the data files (the mnist task)")
     cmp.add_argument("--set", action="append", metavar="METHOD.KEY=VALUE", help="override a method's setting")
-    cmp.add_argument("--threads", type=int, default=1,
-                     help="torch CPU threads (default 1: these small models run fastest on one)")
+    cmp.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: these small models run fastest on one)"
+    )
     cmp.set_defaults(handler=_cmd_compare)
     run = sub.add_parser("run", help="train one method on one task from a TOML config")
     run.add_argument("config", help="TOML file: task, method, seed, budget_fe or budget_seconds, out, [settings]")

@@ -10,6 +10,7 @@ Methods are small functions ``run(task, settings, recorder)`` that train until t
 the budget is spent. Backprop methods cannot train on episodic tasks (no gradient through an
 environment): they are skipped there with a note, never faked.
 """
+
 from __future__ import annotations
 
 import ast
@@ -31,8 +32,18 @@ from evograd.noise import Mutation
 from evograd.population import OpenES, RollingImprovement, ScaleFreeEvolution
 from evograd.tasks import Task
 
-__all__ = ["Budget", "Recorder", "RunResult", "METHODS", "DEFAULT_METHODS", "settings_for", "run_method",
-           "compare", "summarize", "format_table"]
+__all__ = [
+    "Budget",
+    "Recorder",
+    "RunResult",
+    "METHODS",
+    "DEFAULT_METHODS",
+    "settings_for",
+    "run_method",
+    "compare",
+    "summarize",
+    "format_table",
+]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -61,15 +72,18 @@ class Budget:
 class Recorder:
     """Counts what a run spends, measures the metric at evenly spaced budget points, says when to stop."""
 
-    def __init__(self, task: Task, budget: Budget, model: nn.Module, progress: Callable[[float, str], None] | None = None):
+    def __init__(
+        self, task: Task, budget: Budget, model: nn.Module, progress: Callable[[float, str], None] | None = None
+    ):
         self.task, self.budget, self.model, self.progress = task, budget, model, progress
         self.fe = 0
         self.curve: list[tuple[int, float, float]] = []  # (fe, seconds, metric)
         self._start = time.perf_counter()
         self._measuring = 0.0  # seconds spent measuring, not charged to the method
         n = budget.points
-        self._points = sorted({round(k / n, 9) for k in range(1, n + 1)} |
-                              {round(1e-3 ** (1 - k / n), 9) for k in range(n)})
+        self._points = sorted(
+            {round(k / n, 9) for k in range(1, n + 1)} | {round(1e-3 ** (1 - k / n), 9) for k in range(n)}
+        )
         self.record()
 
     @property
@@ -155,8 +169,13 @@ def _backprop(optimizer_cls, rule: str | None = None):
 
 
 def _mutation(s: dict) -> Mutation:
-    return Mutation(kind=s["kind"], sigma=s["sigma"], alpha=s.get("alpha", 1.5), clip=s.get("clip"),
-                    antithetic=s.get("antithetic", False))
+    return Mutation(
+        kind=s["kind"],
+        sigma=s["sigma"],
+        alpha=s.get("alpha", 1.5),
+        clip=s.get("clip"),
+        antithetic=s.get("antithetic", False),
+    )
 
 
 def _evolve(make_strategy: Callable[[dict], Any]):
@@ -167,10 +186,12 @@ def _evolve(make_strategy: Callable[[dict], Any]):
         model = rec.model
         steps = [0]
         if task.episodic:
+
             def fitness(module: nn.Module) -> float:
                 value, n = task.episode_fitness(module)
                 steps[0] += n
                 return value
+
             evaluator = SerialEvaluator(model, fitness=fitness)
         else:
             evaluator = VmapEvaluator(model, task.loss_fn, _minibatches(task, s["batch_size"], s["seed"], s["device"]))
@@ -192,11 +213,19 @@ def _hybrid(task: Task, s: dict, rec: Recorder) -> None:
 
     model = rec.model
     strategy = RollingImprovement(size=s["size"], mutation=_mutation(s), beta=s["beta"])
-    direction = D.mix(bp=(s["bp_weight"], D.chain(D.backprop(), D.normalize())),
-                      evo=(1.0 - s["bp_weight"], D.chain(D.improvement(strategy, seed=s["seed"]), D.normalize())))
+    direction = D.mix(
+        bp=(s["bp_weight"], D.chain(D.backprop(), D.normalize())),
+        evo=(1.0 - s["bp_weight"], D.chain(D.improvement(strategy, seed=s["seed"]), D.normalize())),
+    )
     evaluator = VmapEvaluator(model, task.loss_fn)
-    optimizer = HybridOptimizer(model.parameters(), direction, base=torch.optim.SGD, evaluator=evaluator,
-                                lr=s["lr"], weight_decay=s["weight_decay"])
+    optimizer = HybridOptimizer(
+        model.parameters(),
+        direction,
+        base=torch.optim.SGD,
+        evaluator=evaluator,
+        lr=s["lr"],
+        weight_decay=s["weight_decay"],
+    )
     draw = _minibatches(task, s["batch_size"], s["seed"], s["device"])
     while not rec.done:
         x, y = draw()
@@ -217,10 +246,20 @@ METHODS: dict[str, tuple[str, Callable]] = {
     "adam": ("backprop", _backprop(torch.optim.Adam)),
     "fa": ("backprop", _backprop(torch.optim.Adam, rule="fa")),
     "dfa": ("backprop", _backprop(torch.optim.Adam, rule="dfa")),
-    "evolution": ("evolution", _evolve(lambda s: ScaleFreeEvolution(size=s["size"], mutation=_mutation(s),
-                                                                    selection=s["selection"], mu=s["mu"]))),
-    "rolling": ("evolution", _evolve(lambda s: RollingImprovement(
-        size=s["size"], mutation=_mutation(s), lr=s["lr"], lr_decay=s["lr_decay"], beta=s["beta"]))),
+    "evolution": (
+        "evolution",
+        _evolve(
+            lambda s: ScaleFreeEvolution(size=s["size"], mutation=_mutation(s), selection=s["selection"], mu=s["mu"])
+        ),
+    ),
+    "rolling": (
+        "evolution",
+        _evolve(
+            lambda s: RollingImprovement(
+                size=s["size"], mutation=_mutation(s), lr=s["lr"], lr_decay=s["lr_decay"], beta=s["beta"]
+            )
+        ),
+    ),
     "openes": ("evolution", _evolve(lambda s: OpenES(size=s["size"], mutation=_mutation(s), lr=s["lr"]))),
     "hybrid": ("backprop", _hybrid),
 }
@@ -233,20 +272,51 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "fa": {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 128},
     "dfa": {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 128},
     # (mu/mu, lambda): elitist (1+lambda) accepts minibatch noise as progress (2M FE: 0.67 vs 0.91)
-    "evolution": {"size": 64, "kind": "cauchy", "sigma": 0.01, "clip": 3.0, "selection": "comma", "mu": 16,
-                  "batch_size": 128},
-    "rolling": {"size": 64, "kind": "cauchy", "sigma": 0.01, "clip": 3.0, "antithetic": True, "lr": 0.08,
-                "lr_decay": 0.9995, "beta": 0.9, "batch_size": 128},
+    "evolution": {
+        "size": 64,
+        "kind": "cauchy",
+        "sigma": 0.01,
+        "clip": 3.0,
+        "selection": "comma",
+        "mu": 16,
+        "batch_size": 128,
+    },
+    "rolling": {
+        "size": 64,
+        "kind": "cauchy",
+        "sigma": 0.01,
+        "clip": 3.0,
+        "antithetic": True,
+        "lr": 0.08,
+        "lr_decay": 0.9995,
+        "beta": 0.9,
+        "batch_size": 128,
+    },
     "openes": {"size": 64, "kind": "gaussian", "sigma": 0.02, "antithetic": True, "lr": 0.01, "batch_size": 128},
-    "hybrid": {"size": 64, "kind": "cauchy", "sigma": 0.01, "clip": 3.0, "antithetic": True, "beta": 0.9,
-               "bp_weight": 0.5, "lr": 0.1, "weight_decay": 1e-2, "batch_size": 128},
+    "hybrid": {
+        "size": 64,
+        "kind": "cauchy",
+        "sigma": 0.01,
+        "clip": 3.0,
+        "antithetic": True,
+        "beta": 0.9,
+        "bp_weight": 0.5,
+        "lr": 0.1,
+        "weight_decay": 1e-2,
+        "batch_size": 128,
+    },
 }
 _TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "cartpole": {"evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16}, "rolling": {"sigma": 0.1, "clip": 3.0, "lr": 0.3, "lr_decay": 1.0,
-                                                          "size": 16},
-                 "openes": {"sigma": 0.1, "lr": 0.05, "size": 16}},
-    "pendulum": {"evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16}, "rolling": {"sigma": 0.1, "lr": 0.3, "lr_decay": 1.0, "size": 16},
-                 "openes": {"sigma": 0.1, "lr": 0.05, "size": 16}},
+    "cartpole": {
+        "evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16},
+        "rolling": {"sigma": 0.1, "clip": 3.0, "lr": 0.3, "lr_decay": 1.0, "size": 16},
+        "openes": {"sigma": 0.1, "lr": 0.05, "size": 16},
+    },
+    "pendulum": {
+        "evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16},
+        "rolling": {"sigma": 0.1, "lr": 0.3, "lr_decay": 1.0, "size": 16},
+        "openes": {"sigma": 0.1, "lr": 0.05, "size": 16},
+    },
     "teacher": {"sgd": {"lr": 0.01}},
 }
 
@@ -267,23 +337,45 @@ def settings_for(method: str, task: str, overrides: dict[str, Any] | None = None
     return settings
 
 
-def run_method(task: Task, method: str, seed: int, budget: Budget, *, overrides: dict[str, Any] | None = None,
-               device: str = "cpu", progress: Callable[[float, str], None] | None = None) -> RunResult:
+def run_method(
+    task: Task,
+    method: str,
+    seed: int,
+    budget: Budget,
+    *,
+    overrides: dict[str, Any] | None = None,
+    device: str = "cpu",
+    progress: Callable[[float, str], None] | None = None,
+) -> RunResult:
     """Train ``method`` on ``task`` from seed ``seed`` until ``budget`` is spent."""
     settings = settings_for(method, task.name, overrides)
     family, run = METHODS[method]
     if family == "backprop" and task.episodic:
-        return RunResult(method, seed, settings, [], 0, 0.0,
-                         note=f"skipped: {method} needs a gradient, and {task.name} is an episodic task")
+        return RunResult(
+            method,
+            seed,
+            settings,
+            [],
+            0,
+            0.0,
+            note=f"skipped: {method} needs a gradient, and {task.name} is an episodic task",
+        )
     model = task.make_model(seed).to(device)
     recorder = Recorder(task, budget, model, progress)
     run(task, {**settings, "seed": seed, "device": torch.device(device)}, recorder)
     return RunResult(method, seed, settings, recorder.curve, recorder.fe, recorder.seconds)
 
 
-def compare(task: Task, methods: Sequence[str], seeds: Sequence[int], budget: Budget, *,
-            overrides: dict[str, dict[str, Any]] | None = None, device: str = "cpu",
-            progress_factory: Callable[[str], Callable[[float, str], None]] | None = None) -> list[RunResult]:
+def compare(
+    task: Task,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    budget: Budget,
+    *,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    device: str = "cpu",
+    progress_factory: Callable[[str], Callable[[float, str], None]] | None = None,
+) -> list[RunResult]:
     """Every method on every seed, in that order."""
     for method in methods:
         settings_for(method, task.name, (overrides or {}).get(method))  # fail before any training
@@ -291,8 +383,17 @@ def compare(task: Task, methods: Sequence[str], seeds: Sequence[int], budget: Bu
     for method in methods:
         for seed in seeds:
             progress = progress_factory(f"{method} seed {seed}") if progress_factory else None
-            results.append(run_method(task, method, seed, budget, overrides=(overrides or {}).get(method),
-                                      device=device, progress=progress))
+            results.append(
+                run_method(
+                    task,
+                    method,
+                    seed,
+                    budget,
+                    overrides=(overrides or {}).get(method),
+                    device=device,
+                    progress=progress,
+                )
+            )
     return results
 
 
@@ -324,14 +425,21 @@ def summarize(task: Task, results: list[RunResult]) -> list[dict[str, Any]]:
         best = [pick(v for _, _, v in r.curve) for r in runs]
         reached = [_first_reaching(r.curve, task.target, task.higher_is_better) for r in runs]
         hits = [fe for fe in reached if fe is not None]
-        rows.append({
-            "method": method, "seeds": len(runs),
-            "final_mean": _mean_std(final)[0], "final_std": _mean_std(final)[1],
-            "best_mean": _mean_std(best)[0], "best_std": _mean_std(best)[1],
-            "fe_to_target": statistics.median(hits) if hits else None, "reached": len(hits),
-            "fe": statistics.fmean(r.fe for r in runs), "seconds": statistics.fmean(r.seconds for r in runs),
-            "note": "",
-        })
+        rows.append(
+            {
+                "method": method,
+                "seeds": len(runs),
+                "final_mean": _mean_std(final)[0],
+                "final_std": _mean_std(final)[1],
+                "best_mean": _mean_std(best)[0],
+                "best_std": _mean_std(best)[1],
+                "fe_to_target": statistics.median(hits) if hits else None,
+                "reached": len(hits),
+                "fe": statistics.fmean(r.fe for r in runs),
+                "seconds": statistics.fmean(r.seconds for r in runs),
+                "note": "",
+            }
+        )
     return rows
 
 
@@ -351,9 +459,11 @@ def format_table(task: Task, rows: list[dict[str, Any]]) -> str:
             lines.append(f"{row['method']:<10} {row['note']}")
             continue
         reached = f"{_fe(row['fe_to_target'])} ({row['reached']}/{row['seeds']})"
-        lines.append(f"{row['method']:<10} {row['final_mean']:>15.4g} ± {row['final_std']:<6.2g} "
-                     f"{row['best_mean']:>8.4g} ± {row['best_std']:<6.2g} {reached:>14} {_fe(row['fe']):>8} "
-                     f"{row['seconds']:>8.1f}")
+        lines.append(
+            f"{row['method']:<10} {row['final_mean']:>15.4g} ± {row['final_std']:<6.2g} "
+            f"{row['best_mean']:>8.4g} ± {row['best_std']:<6.2g} {reached:>14} {_fe(row['fe']):>8} "
+            f"{row['seconds']:>8.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -379,13 +489,32 @@ def write_outputs(out_dir, task: Task, budget: Budget, results: list[RunResult],
     import pathlib
 
     out = pathlib.Path(out_dir)
-    payload = {"task": task.name, "metric": task.metric_name, "higher_is_better": task.higher_is_better,
-               "target": task.target, "budget": dataclasses.asdict(budget), "python": sys.version.split()[0],
-               "torch": torch.__version__, "summary": rows, "runs": [dataclasses.asdict(r) for r in results]}
+    payload = {
+        "task": task.name,
+        "metric": task.metric_name,
+        "higher_is_better": task.higher_is_better,
+        "target": task.target,
+        "budget": dataclasses.asdict(budget),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "summary": rows,
+        "runs": [dataclasses.asdict(r) for r in results],
+    }
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     (out / "table.txt").write_text(format_table(task, rows) + "\n")
-    columns = ["method", "seeds", "final_mean", "final_std", "best_mean", "best_std", "fe_to_target", "reached",
-               "fe", "seconds", "note"]
+    columns = [
+        "method",
+        "seeds",
+        "final_mean",
+        "final_std",
+        "best_mean",
+        "best_std",
+        "fe_to_target",
+        "reached",
+        "fe",
+        "seconds",
+        "note",
+    ]
     with open(out / "summary.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()

@@ -16,6 +16,7 @@ Examples (on a machine with CuPy and a GPU)::
     rastrigin = CupyEvaluator(lambda x: 10 * x.shape[1] + (x**2 - 10 * cupy.cos(2 * cupy.pi * x)).sum(1))
     fitness = rastrigin(torch.zeros(30, device="cuda"), noise.member_seeds(0, 0, 64), Mutation(sigma=0.1))
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -45,11 +46,14 @@ def require_cupy() -> ModuleType:
     try:
         devices = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # CuPy raises its own CUDARuntimeError when no driver is found
-        raise RuntimeError(f"CuPy finds no usable CUDA device ({error}); the CuPy bridge needs a GPU and "
-                           f"{_INSTALL}") from error
+        raise RuntimeError(
+            f"CuPy finds no usable CUDA device ({error}); the CuPy bridge needs a GPU and {_INSTALL}"
+        ) from error
     if devices == 0 or not torch.cuda.is_available():
-        raise RuntimeError(f"the CuPy bridge needs a CUDA device that both torch and CuPy see; torch sees "
-                           f"{torch.cuda.device_count()}, CuPy {devices}. Install {_INSTALL}")
+        raise RuntimeError(
+            f"the CuPy bridge needs a CUDA device that both torch and CuPy see; torch sees "
+            f"{torch.cuda.device_count()}, CuPy {devices}. Install {_INSTALL}"
+        )
     return cupy
 
 
@@ -61,8 +65,9 @@ def to_cupy(tensor: torch.Tensor) -> Any:
     """
     cupy = require_cupy()
     if tensor.device.type != "cuda":
-        raise ValueError(f"to_cupy needs a tensor on a CUDA device, got one on {tensor.device}; "
-                         "move it with .to('cuda')")
+        raise ValueError(
+            f"to_cupy needs a tensor on a CUDA device, got one on {tensor.device}; move it with .to('cuda')"
+        )
     return cupy.from_dlpack(tensor.detach())
 
 
@@ -94,10 +99,14 @@ class CupyEvaluator(FunctionEvaluator):
 
     def _score(self, candidates: torch.Tensor, context: None) -> torch.Tensor:
         if candidates.device.type != "cuda":
-            raise ValueError(f"CupyEvaluator scores candidates on a CUDA device, got them on {candidates.device}; "
-                             "put the center (or the candidates) on 'cuda'")
+            raise ValueError(
+                f"CupyEvaluator scores candidates on a CUDA device, got them on {candidates.device}; "
+                "put the center (or the candidates) on 'cuda'"
+            )
         scores = self.fn(self._cupy.from_dlpack(candidates))  # a view, as to_cupy gives
         if not hasattr(scores, "__dlpack__") or tuple(scores.shape) != (len(candidates),):
-            raise ValueError(f"fn must return a CuPy array of one fitness per candidate, shape ({len(candidates)},), "
-                             f"got {type(scores).__name__} {tuple(getattr(scores, 'shape', ()))}")
+            raise ValueError(
+                f"fn must return a CuPy array of one fitness per candidate, shape ({len(candidates)},), "
+                f"got {type(scores).__name__} {tuple(getattr(scores, 'shape', ()))}"
+            )
         return to_torch(scores)

@@ -15,11 +15,12 @@ References:
     Lee & Yao (2004), Evolutionary programming using mutations based on the Lévy distribution.
     Fortin et al. (2012), DEAP: evolutionary algorithms made easy.
 """
+
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from evograd import noise
 
 __all__ = ["mut_cauchy", "mut_levy", "mut_loguniform", "register", "PopulationFitness", "batch_map"]
 
-RNG = Union[np.random.Generator, int, None]
+RNG = np.random.Generator | int | None
 
 
 def _generator(rng: RNG) -> np.random.Generator:
@@ -98,8 +99,18 @@ def mut_loguniform(individual, mu, sigma, indpb: float, *, log_range: float = 5.
 _OPERATORS = {"cauchy": mut_cauchy, "levy": mut_levy, "loguniform": mut_loguniform}
 
 
-def register(toolbox, *, kind: str = "cauchy", sigma: float = 1.0, indpb: float = 0.1, mu: float = 0.0,
-             seed: int = 0, name: str = "mutate", fitness: "PopulationFitness | None" = None, **options) -> None:
+def register(
+    toolbox,
+    *,
+    kind: str = "cauchy",
+    sigma: float = 1.0,
+    indpb: float = 0.1,
+    mu: float = 0.0,
+    seed: int = 0,
+    name: str = "mutate",
+    fitness: PopulationFitness | None = None,
+    **options,
+) -> None:
     """Register an evograd mutation as ``toolbox.<name>``, bound to one generator seeded by ``seed``.
 
     With ``fitness``, also register it as ``toolbox.evaluate`` and :func:`batch_map` as

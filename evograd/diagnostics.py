@@ -6,6 +6,7 @@ for estimates (evolution, forward gradients, feedback rules). It is measured per
 (per layer) and overall. :class:`~evograd.HybridOptimizer` logs it every k steps with
 ``log_alignment_every=k``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,15 +46,24 @@ def cosines(directions: Sequence[Tensor], gradients: Sequence[Tensor], names: Se
         Alignment(overall=0.6, layers={'w': 1.0, 'b': 0.0})
     """
     if not len(directions) == len(gradients) == len(names):
-        raise ValueError(f"need one direction and one gradient per name, got {len(directions)}, {len(gradients)} "
-                         f"and {len(names)}")
+        raise ValueError(
+            f"need one direction and one gradient per name, got {len(directions)}, {len(gradients)} and {len(names)}"
+        )
     layers = {name: _cosine(d, g) for name, d, g in zip(names, directions, gradients)}
     overall = _cosine(torch.cat([d.reshape(-1) for d in directions]), torch.cat([g.reshape(-1) for g in gradients]))
     return Alignment(overall, layers)
 
 
-def alignment(direction: Direction, model: nn.Module, closure: Callable[[], Tensor], *, evaluator: Any = None,
-              batch: Any = None, state: Any = None, step: int = 0) -> Alignment:
+def alignment(
+    direction: Direction,
+    model: nn.Module,
+    closure: Callable[[], Tensor],
+    *,
+    evaluator: Any = None,
+    batch: Any = None,
+    state: Any = None,
+    step: int = 0,
+) -> Alignment:
     """The cosine between one update of ``direction`` and the backprop gradient of ``closure``'s loss.
 
     The direction runs once, from ``state`` (a fresh one by default), on ``model``'s trainable

@@ -46,6 +46,7 @@ References:
     forward passes (MeZO).
     Lillicrap et al. (2016); Nøkland (2016); Liao, Leibo & Poggio (2016): the feedback rules.
 """
+
 from __future__ import annotations
 
 import copy
@@ -53,7 +54,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -81,7 +82,7 @@ __all__ = [
     "restore",
 ]
 
-Weight = Union[float, Callable[[int], float]]
+Weight = float | Callable[[int], float]
 Closure = Callable[[], Any]
 
 
@@ -109,8 +110,10 @@ class _Run:
         """Run ``closure`` once, keep the step's first loss, and check it returned one."""
         loss = closure()
         if not isinstance(loss, Tensor) or loss.numel() != 1:
-            raise TypeError(f"the closure must return the loss as a one-element tensor, got {type(loss).__name__}; "
-                            "end it with `return loss`")
+            raise TypeError(
+                f"the closure must return the loss as a one-element tensor, got {type(loss).__name__}; "
+                "end it with `return loss`"
+            )
         self.loss = loss if self.loss is None else self.loss
         self.charge_closure()
         return loss
@@ -127,8 +130,10 @@ class _Run:
                 if loss.requires_grad and all(p.grad is None for p in self.params):
                     loss.backward()  # the closure returned the loss without calling backward()
         elif all(p.grad is None for p in self.params):
-            raise ValueError(f"{who} needs the gradient: call optimizer.step(closure) with a closure that computes "
-                             "the loss, or call loss.backward() before optimizer.step()")
+            raise ValueError(
+                f"{who} needs the gradient: call optimizer.step(closure) with a closure that computes "
+                "the loss, or call loss.backward() before optimizer.step()"
+            )
         else:
             self.charge_closure()  # a backward the training loop ran before step()
         self.has_gradient = True
@@ -174,15 +179,23 @@ class Context:
         trace: ``None``, or a dict in which :func:`mix` stores each member's direction by name.
     """
 
-    def __init__(self, params: Sequence[Tensor], *, step: int = 0, closure: Closure | None = None,
-                 evaluator: Any = None, samples: int | None = None, names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        params: Sequence[Tensor],
+        *,
+        step: int = 0,
+        closure: Closure | None = None,
+        evaluator: Any = None,
+        samples: int | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
         self.params = list(params)
         self.names = list(names) if names is not None else [str(i) for i in range(len(self.params))]
         self.step, self.closure, self.evaluator = step, closure, evaluator
         self.trace: dict[str, list[Tensor]] | None = None
         self._run = _Run(self.params, closure, samples)
 
-    def restrict(self, params: Sequence[Tensor], names: Sequence[str]) -> "Context":
+    def restrict(self, params: Sequence[Tensor], names: Sequence[str]) -> Context:
         """A context for a subset of the parameters that shares this step's closure calls and FE."""
         ctx = copy.copy(self)  # the same _Run
         ctx.params, ctx.names, ctx.trace = list(params), list(names), None
@@ -229,8 +242,10 @@ class Context:
         names = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
         for p, name in zip(self.params, self.names):
             if id(p) not in names:
-                raise ValueError(f"{who}: parameter {name!r} {tuple(p.shape)} is not a trainable parameter of the "
-                                 f"evaluator's model ({type(model).__name__})")
+                raise ValueError(
+                    f"{who}: parameter {name!r} {tuple(p.shape)} is not a trainable parameter of the "
+                    f"evaluator's model ({type(model).__name__})"
+                )
         return [names[id(p)] for p in self.params]
 
     def space(self, who: str) -> _Space:
@@ -259,12 +274,16 @@ class Context:
             names = self._where(evaluator.model, who)
             return (lambda ps: loss({} if ps is None else dict(zip(names, ps)))), samples
         if hasattr(evaluator, "fn"):  # FunctionEvaluator: fn((c, dim)) -> (c,)
+
             def loss(ps: Sequence[Tensor] | None) -> Tensor:
                 vector = torch.cat([p.reshape(-1) for p in (self.params if ps is None else ps)])  # (dim,)
                 return evaluator.fn(vector[None])[0]
+
             return loss, 1
-        raise TypeError(f"{who} needs the loss as a function of the parameters: an evaluator with objective() "
-                        f"(VmapEvaluator, SerialEvaluator) or a FunctionEvaluator, got {type(evaluator).__name__}")
+        raise TypeError(
+            f"{who} needs the loss as a function of the parameters: an evaluator with objective() "
+            f"(VmapEvaluator, SerialEvaluator) or a FunctionEvaluator, got {type(evaluator).__name__}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,8 +362,10 @@ class _Population(Direction):
         space = ctx.space(f"{self.name}()")
         state = self.strategy.init(space.center, seed=self.seed)
         if not hasattr(state, self.field):
-            raise TypeError(f"{self.name}() needs a strategy whose state has {self.field!r}; "
-                            f"{type(self.strategy).__name__} has none")
+            raise TypeError(
+                f"{self.name}() needs a strategy whose state has {self.field!r}; "
+                f"{type(self.strategy).__name__} has none"
+            )
         if space.mask is not None:  # perturb only this source's coordinates
             scale = space.mask if state.mutation.scale is None else state.mutation.scale * space.mask
             state = dataclasses.replace(state, mutation=state.mutation.replace(scale=scale))
@@ -560,8 +581,10 @@ class _Feedback(Direction):
         finally:
             handle.remove()
         if not ran:
-            raise ValueError(f"{self.name}(): the closure never called the converted model; compute the loss with "
-                             "the model returned by feedback.convert(), so its layers can apply the rule")
+            raise ValueError(
+                f"{self.name}(): the closure never called the converted model; compute the loss with "
+                "the model returned by feedback.convert(), so its layers can apply the rule"
+            )
         index = {id(p): i for i, p in enumerate(self.model.parameters())}
         return [grads[index[id(p)]] for p in ctx.params], state
 
@@ -620,8 +643,10 @@ def sign_symmetry(model: nn.Module) -> Direction:
 
 def _check_direction(value: Any, where: str) -> Direction:
     if not isinstance(value, Direction):
-        raise TypeError(f"{where} must be a direction source (evograd.directions.backprop(), improvement(...), "
-                        f"mix(...), ...), got {value!r}")
+        raise TypeError(
+            f"{where} must be a direction source (evograd.directions.backprop(), improvement(...), "
+            f"mix(...), ...), got {value!r}"
+        )
     return value
 
 
@@ -637,8 +662,9 @@ class _Mix(Direction):
             weight, source = member
             _check_direction(source, f"the source of mix({name}=...)")
             if not (callable(weight) or isinstance(weight, (int, float))) or isinstance(weight, bool):
-                raise TypeError(f"the weight of mix({name}=...) must be a float or a function of the step, "
-                                f"got {weight!r}")
+                raise TypeError(
+                    f"the weight of mix({name}=...) must be a float or a function of the step, got {weight!r}"
+                )
         self.members = members
 
     def __repr__(self) -> str:
@@ -838,9 +864,10 @@ def restore(template: Any, saved: Any) -> Any:
         return dataclasses.replace(template, **{k: restore(getattr(template, k), v) for k, v in saved.items()})
     if isinstance(template, dict) and isinstance(saved, dict):
         if set(saved) != set(template):
-            raise ValueError(f"unknown source name(s) {sorted(set(saved) - set(template))} or missing "
-                             f"{sorted(set(template) - set(saved))} in the saved state; this direction has "
-                             f"{sorted(template)}")
+            raise ValueError(
+                f"unknown source name(s) {sorted(set(saved) - set(template))} or missing "
+                f"{sorted(set(template) - set(saved))} in the saved state; this direction has "
+                f"{sorted(template)}"
+            )
         return {key: restore(template[key], value) for key, value in saved.items()}
     return saved
-

@@ -14,11 +14,12 @@ scored:
 All of them count what they spent: ``evaluations`` (members scored) and ``forward_passes`` (samples
 pushed through the network, the unit of forward-pass equivalents, contract 8).
 """
+
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -26,15 +27,20 @@ from torch import nn
 from evograd import flat, noise
 from evograd.shaping import finite_or_worst
 
-__all__ = ["Evaluator", "ChunkedEvaluator", "SerialEvaluator", "VmapEvaluator", "FunctionEvaluator",
-           "default_chunk_size"]
+__all__ = [
+    "Evaluator",
+    "ChunkedEvaluator",
+    "SerialEvaluator",
+    "VmapEvaluator",
+    "FunctionEvaluator",
+    "default_chunk_size",
+]
 
-Batch = Union[tuple, torch.Tensor]
-BatchSource = Union[Batch, Callable[[], Batch]]
+Batch = tuple | torch.Tensor
+BatchSource = Batch | Callable[[], Batch]
 
 
-def default_chunk_size(dim: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
-                       ) -> int:
+def default_chunk_size(dim: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> int:
     """:class:`VmapEvaluator`'s default chunk: how many candidates of ``dim`` it scores per call.
 
     On a CPU, as many as fit in 16 MiB, at most 64. Every chunk has a fixed cost (about 0.3 ms for
@@ -88,8 +94,7 @@ def _prime_malloc() -> None:
 class Evaluator(Protocol):
     """Anything called as ``evaluator(center, seeds, mutation) -> (n,) fitness``."""
 
-    def __call__(self, center: torch.Tensor, seeds: torch.Tensor, mutation: noise.Mutation) -> torch.Tensor:
-        ...
+    def __call__(self, center: torch.Tensor, seeds: torch.Tensor, mutation: noise.Mutation) -> torch.Tensor: ...
 
 
 class ChunkedEvaluator:
@@ -131,9 +136,16 @@ class ChunkedEvaluator:
         context = self._begin()
         fitness = torch.empty(len(seeds), dtype=center.dtype, device=center.device)
         with torch.no_grad():
-            for part, rows in noise.iter_rows(mutation, seeds, center.numel(), chunk_size=self.chunk_size,
-                                              device=center.device, dtype=center.dtype, layout=self.layout,
-                                              reuse=self.reuses_chunks):
+            for part, rows in noise.iter_rows(
+                mutation,
+                seeds,
+                center.numel(),
+                chunk_size=self.chunk_size,
+                device=center.device,
+                dtype=center.dtype,
+                layout=self.layout,
+                reuse=self.reuses_chunks,
+            ):
                 candidates = rows.add_(center)  # (c, dim)
                 fitness[part] = self._score(candidates, context).to(fitness.dtype)
         return self._finish(fitness, context)
@@ -147,8 +159,9 @@ class ChunkedEvaluator:
         if candidates.dim() != 2:
             raise ValueError(f"candidates must be an (n, dim) matrix, got shape {tuple(candidates.shape)}")
         if self.layout is not None and candidates.shape[1] != self.layout.dim:
-            raise ValueError(f"candidates have {candidates.shape[1]} entries but the model has "
-                             f"{self.layout.dim} parameters")
+            raise ValueError(
+                f"candidates have {candidates.shape[1]} entries but the model has {self.layout.dim} parameters"
+            )
         context = self._begin()
         fitness = torch.empty(len(candidates), dtype=candidates.dtype, device=candidates.device)
         with torch.no_grad():
@@ -177,8 +190,14 @@ class ChunkedEvaluator:
 class _ModelEvaluator(ChunkedEvaluator):
     """An evaluator of a torch model on a batch ``(inputs, targets)`` shared by every member."""
 
-    def __init__(self, model: nn.Module, loss_fn: Callable[..., torch.Tensor] | None, batch: BatchSource | None,
-                 *, chunk_size: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[..., torch.Tensor] | None,
+        batch: BatchSource | None,
+        *,
+        chunk_size: int,
+    ) -> None:
         super().__init__(chunk_size=chunk_size, layout=flat.layout_of(model))
         self.model = model
         self.loss_fn = loss_fn
@@ -240,9 +259,15 @@ class SerialEvaluator(_ModelEvaluator):
         torch.Size([3])
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable[..., torch.Tensor] | None = None,
-                 batch: BatchSource | None = None, *, fitness: Callable[[nn.Module], float] | None = None,
-                 chunk_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[..., torch.Tensor] | None = None,
+        batch: BatchSource | None = None,
+        *,
+        fitness: Callable[[nn.Module], float] | None = None,
+        chunk_size: int = 64,
+    ) -> None:
         if (fitness is None) == (loss_fn is None):
             raise ValueError("pass exactly one of loss_fn (with batch) or fitness")
         super().__init__(model, loss_fn, batch, chunk_size=chunk_size)
@@ -291,8 +316,14 @@ class VmapEvaluator(_ModelEvaluator):
         torch.Size([3])
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable[..., torch.Tensor], batch: BatchSource | None = None,
-                 *, chunk_size: int | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[..., torch.Tensor],
+        batch: BatchSource | None = None,
+        *,
+        chunk_size: int | None = None,
+    ) -> None:
         if chunk_size is None:
             layout = flat.layout_of(model)
             trainable = next(p for p in model.parameters() if p.requires_grad)
@@ -325,6 +356,7 @@ class FunctionEvaluator(ChunkedEvaluator):
     def _score(self, candidates: torch.Tensor, context: None) -> torch.Tensor:
         scores = self.fn(candidates)
         if scores.shape != candidates.shape[:1]:
-            raise ValueError(f"fn must return one fitness per candidate, shape ({len(candidates)},), "
-                             f"got {tuple(scores.shape)}")
+            raise ValueError(
+                f"fn must return one fitness per candidate, shape ({len(candidates)},), got {tuple(scores.shape)}"
+            )
         return scores

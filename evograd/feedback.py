@@ -29,6 +29,7 @@ References:
     Nøkland (2016), Direct feedback alignment provides learning in deep neural networks.
     Liao, Leibo & Poggio (2016), How important is weight symmetry in backpropagation?
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,7 @@ __all__ = ["RULES", "FeedbackLinear", "FeedbackConv2d", "convert", "mode", "feed
 RULES = ("bp", "fa", "dfa", "sign", "noise")
 _CONVERTIBLE = ("fa", "dfa", "sign", "noise")
 _STREAM = {"fa": 0, "dfa": 1, "noise": 2}  # independent random streams per rule
-_GLOBAL_RULE: contextvars.ContextVar[str | None] = contextvars.ContextVar("evograd_feedback_rule",
-                                                                         default=None)
+_GLOBAL_RULE: contextvars.ContextVar[str | None] = contextvars.ContextVar("evograd_feedback_rule", default=None)
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -63,6 +63,7 @@ def _generator(seed: int, index: int, rule: str, device: torch.device | str = "c
 
 
 # --- autograd functions ---------------------------------------------------------------------------
+
 
 class _LinearFn(torch.autograd.Function):
     """``F.linear`` whose backward gives the true weight gradient and ``input_grad(δ)`` as input's."""
@@ -119,6 +120,7 @@ class _CaptureError(torch.autograd.Function):
 
 # --- direct feedback alignment plumbing -----------------------------------------------------------
 
+
 class _Slot:
     """One forward pass of a DFA model: the layers that ran, and (after backward) the output error."""
 
@@ -145,24 +147,30 @@ class _DFARoot:
         if not slot.layers:  # no layer ran under "dfa", e.g. inside mode("bp")
             return None
         if not isinstance(output, Tensor) or output.dim() < 2:
-            raise TypeError("DFA needs a model that returns one batched tensor (batch first); got "
-                            f"{type(output).__name__}")
+            raise TypeError(
+                f"DFA needs a model that returns one batched tensor (batch first); got {type(output).__name__}"
+            )
         batch, n_out = output.shape[0], output[0].numel()
         for layer, x_shape in slot.layers:
             n_in = math.prod(x_shape[1:])
             if x_shape[0] != batch:
-                raise ValueError(f"DFA needs batch-first tensors: a {type(layer).__name__} saw batch "
-                                 f"{x_shape[0]} but the model output has batch {batch}")
+                raise ValueError(
+                    f"DFA needs batch-first tensors: a {type(layer).__name__} saw batch "
+                    f"{x_shape[0]} but the model output has batch {batch}"
+                )
             if layer.feedback is None:  # drawn on first use: only now are both sizes known
                 layer.feedback = layer._draw((n_out, n_in), fan_in=n_out)  # (n_out, n_in)
             elif layer.feedback.shape != (n_out, n_in):
-                raise ValueError(f"DFA feedback of a {type(layer).__name__} has shape "
-                                 f"{tuple(layer.feedback.shape)} but this pass needs {(n_out, n_in)}; "
-                                 "input and output sizes must stay fixed")
+                raise ValueError(
+                    f"DFA feedback of a {type(layer).__name__} has shape "
+                    f"{tuple(layer.feedback.shape)} but this pass needs {(n_out, n_in)}; "
+                    "input and output sizes must stay fixed"
+                )
         return _CaptureError.apply(output, slot)
 
 
 # --- layers ---------------------------------------------------------------------------------------
+
 
 class _Feedback:
     """What :class:`FeedbackLinear` and :class:`FeedbackConv2d` share: rule dispatch and matrices.
@@ -187,14 +195,16 @@ class _Feedback:
 
     def _draw(self, shape: tuple[int, ...], fan_in: int) -> Tensor:
         """N(0, scale²) entries, scale defaulting to 1/sqrt(fan_in) (LeCun), from this layer's stream."""
-        std = self.scale if self.scale is not None else fan_in ** -0.5
+        std = self.scale if self.scale is not None else fan_in**-0.5
         gen = _generator(self.seed, self.index, self.converted)
         return (torch.randn(shape, generator=gen, dtype=torch.float64) * std).to(self.weight)
 
     def _check_can_run(self, rule: str) -> None:
         if rule in ("fa", "dfa") and rule != self.converted:
-            raise ValueError(f"{type(self).__name__} was converted with mode={self.converted!r} and "
-                             f"holds no {rule.upper()} feedback matrix; use convert(model, mode={rule!r})")
+            raise ValueError(
+                f"{type(self).__name__} was converted with mode={self.converted!r} and "
+                f"holds no {rule.upper()} feedback matrix; use convert(model, mode={rule!r})"
+            )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         stored = state_dict.get(prefix + "feedback")
@@ -208,17 +218,21 @@ class _Feedback:
         if rule == "fa":
             return lambda delta: self._transport(delta, self.feedback, shape)
         if rule == "sign":
+
             def sign_grad(delta):
                 w = self.weight.detach()
                 s = self.scale if self.scale is not None else w.square().mean().sqrt()
                 return self._transport(delta, s * w.sign(), shape)
+
             return sign_grad
         if rule == "noise":
             return lambda delta: self._noise_like(self._transport(delta, self.weight.detach(), shape))
         # dfa
         if self._dfa_root is None or self._dfa_root.slot is None:
-            raise RuntimeError("DFA layers need the hooks convert() installs on the model root; call "
-                               "the model returned by convert(model, mode='dfa'), not a layer of it")
+            raise RuntimeError(
+                "DFA layers need the hooks convert() installs on the model root; call "
+                "the model returned by convert(model, mode='dfa'), not a layer of it"
+            )
         slot = self._dfa_root.slot
         if x.requires_grad:  # the first layer's input needs no signal and gets no matrix
             slot.layers.append((self, shape))
@@ -228,6 +242,7 @@ class _Feedback:
                 raise RuntimeError("DFA: the loss must depend on the layers through the model output")
             error = slot.error.reshape(len(slot.error), -1)  # (batch, n_out)
             return (error @ self.feedback).view(shape)  # (batch, *in)
+
         return dfa_grad
 
     def _noise_like(self, signal: Tensor) -> Tensor:
@@ -267,10 +282,10 @@ class FeedbackLinear(_Feedback, nn.Linear):
             needs a gradient); ``None`` under sign symmetry and noise.
     """
 
-    def __init__(self, linear: nn.Linear, rule: str, *, seed: int = 0, index: int = 0,
-                 scale: float | None = None) -> None:
-        super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                         device="meta")
+    def __init__(
+        self, linear: nn.Linear, rule: str, *, seed: int = 0, index: int = 0, scale: float | None = None
+    ) -> None:
+        super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
         self._setup(linear, rule, seed, index, scale)
 
     def _transport(self, delta: Tensor, matrix: Tensor, x_shape: torch.Size) -> Tensor:
@@ -290,15 +305,26 @@ class FeedbackConv2d(_Feedback, nn.Conv2d):
     :class:`FeedbackLinear`, the DFA matrix being ``(n_out, in_channels * H * W)``.
     """
 
-    def __init__(self, conv: nn.Conv2d, rule: str, *, seed: int = 0, index: int = 0,
-                 scale: float | None = None) -> None:
+    def __init__(
+        self, conv: nn.Conv2d, rule: str, *, seed: int = 0, index: int = 0, scale: float | None = None
+    ) -> None:
         left, right, top, bottom = conv._reversed_padding_repeated_twice
         if conv.padding_mode != "zeros" or left != right or top != bottom:
-            raise TypeError(f"cannot convert Conv2d with padding={conv.padding!r}, padding_mode="
-                            f"{conv.padding_mode!r}: only symmetric zero padding is supported")
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                         padding=(top, left), dilation=conv.dilation, groups=conv.groups,
-                         bias=conv.bias is not None, device="meta")
+            raise TypeError(
+                f"cannot convert Conv2d with padding={conv.padding!r}, padding_mode="
+                f"{conv.padding_mode!r}: only symmetric zero padding is supported"
+            )
+        super().__init__(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=(top, left),
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            device="meta",
+        )
         self._setup(conv, rule, seed, index, scale)
 
     def _geometry(self) -> tuple:
@@ -320,6 +346,7 @@ _SWAPS = {nn.Linear: FeedbackLinear, nn.Conv2d: FeedbackConv2d}
 
 
 # --- public functions -----------------------------------------------------------------------------
+
 
 def convert(model: nn.Module, mode: str = "fa", *, seed: int = 0, scale: float | None = None) -> nn.Module:
     """Return ``model`` with every ``nn.Linear``/``nn.Conv2d`` swapped for a backprop-free layer.
@@ -385,9 +412,11 @@ def convert(model: nn.Module, mode: str = "fa", *, seed: int = 0, scale: float |
         if isinstance(module, _Feedback):
             raise TypeError(f"{name or 'model'} ({type(module).__name__}) is already converted")
         if type(module) not in _SWAPS and next(module.parameters(recurse=False), None) is not None:
-            raise TypeError(f"cannot convert {name or 'model'} ({type(module).__name__}): only nn.Linear "
-                            "and nn.Conv2d have backprop-free rules; other layers with parameters "
-                            "would silently backpropagate")
+            raise TypeError(
+                f"cannot convert {name or 'model'} ({type(module).__name__}): only nn.Linear "
+                "and nn.Conv2d have backprop-free rules; other layers with parameters "
+                "would silently backpropagate"
+            )
 
     shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
     new = copy.deepcopy(model, memo=shared)
@@ -454,8 +483,10 @@ def mode(rule: str, model: nn.Module | None = None) -> Iterator[None]:
         return
     layers = [m for m in model.modules() if isinstance(m, _Feedback)]
     if not layers and rule != "bp":
-        raise ValueError(f"model ({type(model).__name__}) has no converted layer to run rule={rule!r}; "
-                         "call evograd.feedback.convert(model, mode=...) first")
+        raise ValueError(
+            f"model ({type(model).__name__}) has no converted layer to run rule={rule!r}; "
+            "call evograd.feedback.convert(model, mode=...) first"
+        )
     for layer in layers:
         layer._check_can_run(rule)
     previous = [layer.rule for layer in layers]

@@ -4,6 +4,7 @@ Strategies see a network as a point in R^dim; evaluators need it as named tensor
 population member, stacked for ``torch.func.vmap``. :class:`Layout` is the map between the two: the
 parameters' names, shapes and slices of the flat vector, in ``named_parameters()`` order.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -70,8 +71,10 @@ def stacked(vectors: torch.Tensor, layout: Layout) -> dict[str, torch.Tensor]:
     """Views of an (n, dim) stack of vectors as named (n, *shape) parameters, for ``vmap``."""
     _check_dim(vectors.shape[-1], layout)
     n = vectors.shape[0]
-    return {name: vectors[:, s].reshape(n, *shape)  # (n, *shape)
-            for (name, s), shape in zip(layout.slices.items(), layout.shapes)}
+    return {
+        name: vectors[:, s].reshape(n, *shape)  # (n, *shape)
+        for (name, s), shape in zip(layout.slices.items(), layout.shapes)
+    }
 
 
 @torch.no_grad()

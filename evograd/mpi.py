@@ -35,6 +35,7 @@ References:
     Salimans, Ho, Chen, Sidor & Sutskever (2017), Evolution strategies as a scalable alternative to
     reinforcement learning (seeds and fitness scalars are all the workers exchange).
 """
+
 from __future__ import annotations
 
 import collections
@@ -58,9 +59,11 @@ def _mpi() -> Any:
     try:
         from mpi4py import MPI
     except (ImportError, RuntimeError) as err:  # RuntimeError: mpi4py found, no MPI library to load
-        raise ImportError("evograd.mpi needs mpi4py and an MPI library: pip install 'evograd[mpi]' "
-                          "(on a cluster, pip install mpi4py against the system MPI instead; see "
-                          f"mpi/README.rst). Import failed with: {err}") from err
+        raise ImportError(
+            "evograd.mpi needs mpi4py and an MPI library: pip install 'evograd[mpi]' "
+            "(on a cluster, pip install mpi4py against the system MPI instead; see "
+            f"mpi/README.rst). Import failed with: {err}"
+        ) from err
     return MPI
 
 
@@ -172,8 +175,10 @@ def check_sync(obj: Any, *, generation: int, comm: Any = None) -> int:
         reference = max(groups.values(), key=len)  # ties: the group of the lowest rank (insertion order)
         differing = [rank for rank in range(len(digests)) if rank not in reference]
         detail = ", ".join(f"ranks {ranks}: {digest:016x}" for digest, ranks in groups.items())
-        raise SyncError(f"ranks out of sync at generation {generation}: rank(s) {differing} differ from "
-                        f"rank(s) {reference} (state digests {detail})")
+        raise SyncError(
+            f"ranks out of sync at generation {generation}: rank(s) {differing} differ from "
+            f"rank(s) {reference} (state digests {detail})"
+        )
     return int(digests[0])
 
 
@@ -211,7 +216,7 @@ def allreduce_mean_(tensors: Iterable[torch.Tensor | None], comm: Any = None) ->
         flat /= size
         start = 0
         for t in group:
-            t.detach().copy_(flat[start:start + t.numel()].view(t.shape))
+            t.detach().copy_(flat[start : start + t.numel()].view(t.shape))
             start += t.numel()
 
 
@@ -281,7 +286,7 @@ class MPIEvaluator:
         self._warn_if_unbalanced(n, shares)
         mine = shares[self.rank]
         before = getattr(self.local, "forward_passes", 0)
-        fitness = self.local(center, seeds[mine.start:mine.stop], mutation)  # (len(mine),)
+        fitness = self.local(center, seeds[mine.start : mine.stop], mutation)  # (len(mine),)
 
         # --- all-gather: each rank sends its fitness followed by the forward passes it spent
         send = np.empty(len(mine) + 1, dtype=np.float64)
@@ -301,11 +306,15 @@ class MPIEvaluator:
         """Warn once, on the first call, when a block is larger than a fair share of the population."""
         largest, fair = max(len(share) for share in shares), math.ceil(n / self.size)
         if self.evaluations == 0 and self.block > fair and largest > fair:
-            warnings.warn(f"MPIEvaluator: ranks receive whole blocks of {self.block} members so fitness does not "
-                          f"depend on the rank count; with {n} members on {self.size} ranks the largest share is "
-                          f"{largest} (ideal {fair}). Lower the local evaluator's chunk_size "
-                          f"to at most {max(1, n // self.size)}, or pass block=1 (balanced, float-tolerance "
-                          "equality only).", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"MPIEvaluator: ranks receive whole blocks of {self.block} members so fitness does not "
+                f"depend on the rank count; with {n} members on {self.size} ranks the largest share is "
+                f"{largest} (ideal {fair}). Lower the local evaluator's chunk_size "
+                f"to at most {max(1, n // self.size)}, or pass block=1 (balanced, float-tolerance "
+                "equality only).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def check_sync(self, obj: Any, generation: int, *, final: bool = False) -> int | None:
         """Compare ``obj`` across ranks when ``generation`` is a multiple of ``sync_every`` or ``final``.

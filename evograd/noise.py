@@ -31,12 +31,13 @@ References:
     Salimans, Ho, Chen, Sidor & Sutskever (2017), Evolution strategies as a scalable alternative to
     reinforcement learning (shared noise table).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -65,11 +66,12 @@ _MIN_TABLE_LENGTH = 1 << 24  # 16M numbers, 64 MiB in float32
 _CHUNK_BYTES = 4 << 20  # default chunk of weighted_sum on a CPU: about what stays in cache across its passes
 _GPU_CHUNK_BYTES = 512 << 20  # on a GPU: few kernel launches per call (benchmarks/chunk_sweep.py)
 
-Scale = Union[torch.Tensor, Mapping[str, float], None]
+Scale = torch.Tensor | Mapping[str, float] | None
 
 
-def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False,
-                 high_open: bool = False) -> None:
+def _check_range(
+    name: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
     """Raise a ValueError naming ``name`` unless ``value`` lies in the stated interval."""
     below = value <= low if low_open else value < low
     above = value >= high if high_open else value > high
@@ -134,25 +136,27 @@ class Mutation:
         if not isinstance(self.antithetic, bool):
             raise ValueError(f"antithetic={self.antithetic!r} must be a bool")
         if self.scale is not None and not isinstance(self.scale, (torch.Tensor, Mapping)):
-            raise ValueError("scale must be a tensor of length dim or a mapping name -> factor, "
-                             f"got {type(self.scale).__name__}")
+            raise ValueError(
+                f"scale must be a tensor of length dim or a mapping name -> factor, got {type(self.scale).__name__}"
+            )
         if isinstance(self.scale, torch.Tensor) and (self.scale.dim() != 1 or not torch.isfinite(self.scale).all()):
             raise ValueError("scale must be a 1-d tensor of finite factors")
 
-    def replace(self, **changes) -> "Mutation":
+    def replace(self, **changes) -> Mutation:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
-    def resolve(self, model_or_layout) -> "Mutation":
+    def resolve(self, model_or_layout) -> Mutation:
         """A copy whose ``scale`` mapping is turned into a per-coordinate tensor for this model."""
         if not isinstance(self.scale, Mapping):
             return self
         from evograd.flat import Layout, layout_of
+
         layout = model_or_layout if isinstance(model_or_layout, Layout) else layout_of(model_or_layout)
         return self.replace(scale=scale_vector(self.scale, layout))
 
 
-def scale_vector(scale: Mapping[str, float], layout: "Layout") -> torch.Tensor:
+def scale_vector(scale: Mapping[str, float], layout: Layout) -> torch.Tensor:
     """Per-coordinate factors from a mapping of parameter names (or module prefixes) to factors.
 
     A name matches a parameter when it equals the parameter's name or is a dotted prefix of it;
@@ -164,8 +168,7 @@ def scale_vector(scale: Mapping[str, float], layout: "Layout") -> torch.Tensor:
         _check_range(f"scale[{key!r}]", float(factor), 0.0, math.inf, high_open=True)
         hits = [s for name, s in layout.slices.items() if name == key or name.startswith(key + ".")]
         if not hits:
-            raise ValueError(f"scale key {key!r} matches no parameter; parameters are "
-                             f"{list(layout.slices)}")
+            raise ValueError(f"scale key {key!r} matches no parameter; parameters are {list(layout.slices)}")
         for s in hits:
             factors[s] = float(factor)
     return factors
@@ -222,8 +225,15 @@ def _table_length(dim: int) -> int:
     return max(_MIN_TABLE_LENGTH, 1 << (4 * dim - 1).bit_length())
 
 
-def draw(kind: str, length: int, *, generator: torch.Generator, alpha: float = 1.5, device=None,
-         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def draw(
+    kind: str,
+    length: int,
+    *,
+    generator: torch.Generator,
+    alpha: float = 1.5,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """``length`` i.i.d. unit-scale draws of ``kind`` (or ``"uniform"`` on [0, 1)) from ``generator``.
 
     ``"loguniform"`` draws are Gaussian: they are the directions, the magnitude comes per row.
@@ -282,14 +292,15 @@ def _windows(table: torch.Tensor, offsets: torch.Tensor, dim: int, out: torch.Te
 # sampling
 
 
-def _coordinate_scale(mutation: Mutation, dim: int, layout: "Layout | None", device, dtype) -> torch.Tensor | None:
+def _coordinate_scale(mutation: Mutation, dim: int, layout: Layout | None, device, dtype) -> torch.Tensor | None:
     scale = mutation.scale
     if scale is None:
         return None
     if isinstance(scale, Mapping):
         if layout is None:
-            raise ValueError("mutation.scale names parameters; resolve it first with "
-                             "mutation.resolve(model) or pass layout=")
+            raise ValueError(
+                "mutation.scale names parameters; resolve it first with mutation.resolve(model) or pass layout="
+            )
         scale = scale_vector(scale, layout)
     if scale.numel() != dim:
         raise ValueError(f"mutation.scale has {scale.numel()} entries but dim={dim}")
@@ -306,9 +317,16 @@ def _checked(seeds: torch.Tensor, dim: int, device: torch.device | str | None) -
     return torch.as_tensor(seeds, dtype=torch.int64).reshape(-1).cpu(), device
 
 
-def sample(mutation: Mutation, seeds: torch.Tensor, dim: int, *, device: torch.device | str | None = None,
-           dtype: torch.dtype = torch.float32, layout: "Layout | None" = None, out: torch.Tensor | None = None
-           ) -> torch.Tensor:
+def sample(
+    mutation: Mutation,
+    seeds: torch.Tensor,
+    dim: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    layout: Layout | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The perturbation rows of the given member seeds.
 
     Args:
@@ -334,11 +352,14 @@ def sample(mutation: Mutation, seeds: torch.Tensor, dim: int, *, device: torch.d
         (torch.Size([4, 10]), True)
     """
     seeds, device = _checked(seeds, dim, device)
-    if out is not None and (out.shape != (len(seeds), dim) or out.dtype != dtype or out.device != device
-                            or not out.is_contiguous()):
-        raise ValueError(f"out must be a contiguous ({len(seeds)}, {dim}) {dtype} tensor on {device}, got "
-                         f"{'contiguous' if out.is_contiguous() else 'strided'} {tuple(out.shape)} {out.dtype} "
-                         f"on {out.device}")
+    if out is not None and (
+        out.shape != (len(seeds), dim) or out.dtype != dtype or out.device != device or not out.is_contiguous()
+    ):
+        raise ValueError(
+            f"out must be a contiguous ({len(seeds)}, {dim}) {dtype} tensor on {device}, got "
+            f"{'contiguous' if out.is_contiguous() else 'strided'} {tuple(out.shape)} {out.dtype} "
+            f"on {out.device}"
+        )
     plan = _Plan.of(mutation, seeds, dim, device, dtype)
     return plan.rows(slice(0, len(seeds)), _coordinate_scale(mutation, dim, layout, device, dtype), out)
 
@@ -361,8 +382,7 @@ class _Plan:
     factors: torch.Tensor | None  # (n,) sign × sigma, or the signed radius of a loguniform row; None: all sigma
 
     @classmethod
-    def of(cls, mutation: Mutation, seeds: torch.Tensor, dim: int, device: torch.device, dtype: torch.dtype
-           ) -> "_Plan":
+    def of(cls, mutation: Mutation, seeds: torch.Tensor, dim: int, device: torch.device, dtype: torch.dtype) -> _Plan:
         signed = seeds.numpy()
         parent = signed == PARENT_SEED
         mirrored = (signed < 0) & ~parent
@@ -411,9 +431,17 @@ class _Plan:
         return rows
 
 
-def iter_rows(mutation: Mutation, seeds: torch.Tensor, dim: int, *, chunk_size: int, device=None,
-              dtype: torch.dtype = torch.float32, layout: "Layout | None" = None, reuse: bool = False
-              ) -> Iterator[tuple[slice, torch.Tensor]]:
+def iter_rows(
+    mutation: Mutation,
+    seeds: torch.Tensor,
+    dim: int,
+    *,
+    chunk_size: int,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    layout: Layout | None = None,
+    reuse: bool = False,
+) -> Iterator[tuple[slice, torch.Tensor]]:
     """Perturbation rows in chunks of at most ``chunk_size``: memory never holds n × dim at once.
 
     With ``reuse`` every chunk is written into one buffer, so a chunk is valid only until the next
@@ -429,12 +457,13 @@ def iter_rows(mutation: Mutation, seeds: torch.Tensor, dim: int, *, chunk_size: 
     buffer = torch.empty(min(chunk_size, len(seeds)), dim, device=device, dtype=dtype) if reuse else None
     for start in range(0, len(seeds), chunk_size):
         part = slice(start, min(start + chunk_size, len(seeds)))
-        out = None if buffer is None else buffer[:part.stop - part.start]
+        out = None if buffer is None else buffer[: part.stop - part.start]
         yield part, plan.rows(part, scale, out)
 
 
-def chunk_rows(dim: int, dtype: torch.dtype = torch.float32, *, nbytes: int | None = None,
-               device: torch.device | str | None = None) -> int:
+def chunk_rows(
+    dim: int, dtype: torch.dtype = torch.float32, *, nbytes: int | None = None, device: torch.device | str | None = None
+) -> int:
     """How many rows of ``dim`` coordinates fit in ``nbytes`` (at least one).
 
     By default ``nbytes`` is :func:`weighted_sum`'s chunk for ``device``: 4 MiB on a CPU, 512 MiB
@@ -458,10 +487,18 @@ def chunk_rows(dim: int, dtype: torch.dtype = torch.float32, *, nbytes: int | No
     return max(1, nbytes // (dim * torch.finfo(dtype).bits // 8))
 
 
-def weighted_sum(mutation: Mutation, seeds: torch.Tensor, weights: torch.Tensor, dim: int, *,
-                 norm_power: float = 0.0, chunk_size: int | None = None, device=None,
-                 dtype: torch.dtype = torch.float32, layout: "Layout | None" = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def weighted_sum(
+    mutation: Mutation,
+    seeds: torch.Tensor,
+    weights: torch.Tensor,
+    dim: int,
+    *,
+    norm_power: float = 0.0,
+    chunk_size: int | None = None,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    layout: Layout | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``sum_i weights[i] * row_i / ||row_i||**norm_power``, regenerating rows chunk by chunk.
 
     Rows whose weight is zero are not regenerated. This is the update of every seed-based
@@ -482,8 +519,9 @@ def weighted_sum(mutation: Mutation, seeds: torch.Tensor, weights: torch.Tensor,
     if len(active) == 0:
         return total, norms
     weights = weights.to(device=device, dtype=dtype)
-    for part, rows in iter_rows(mutation, seeds[active], dim, chunk_size=chunk_size, device=device, dtype=dtype,
-                                layout=layout, reuse=True):
+    for part, rows in iter_rows(
+        mutation, seeds[active], dim, chunk_size=chunk_size, device=device, dtype=dtype, layout=layout, reuse=True
+    ):
         index = active[part].to(norms.device)
         row_norms = rows.norm(dim=1)  # (c,)
         norms[index] = row_norms

@@ -44,6 +44,7 @@ reads the ``.grad`` the loop computed before ``step()``.
 References:
     Salimans et al. (2017); Baydin et al. (2022); Malladi et al. (2023): see :mod:`evograd.directions`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -104,9 +105,16 @@ class HybridOptimizer(torch.optim.Optimizer):
         ValueError: spsa() needs an evaluator: HybridOptimizer(..., evaluator=VmapEvaluator(model, loss_fn))
     """
 
-    def __init__(self, params: Iterable[Any], direction: Direction, *,
-                 base: type[torch.optim.Optimizer] = torch.optim.SGD, evaluator: Any = None,
-                 log_alignment_every: int = 0, **base_kw: Any) -> None:
+    def __init__(
+        self,
+        params: Iterable[Any],
+        direction: Direction,
+        *,
+        base: type[torch.optim.Optimizer] = torch.optim.SGD,
+        evaluator: Any = None,
+        log_alignment_every: int = 0,
+        **base_kw: Any,
+    ) -> None:
         directions._check_direction(direction, "direction")
         if not (isinstance(base, type) and issubclass(base, torch.optim.Optimizer)):
             raise TypeError(f"base must be a torch.optim.Optimizer class, got {base!r}")
@@ -188,8 +196,10 @@ class HybridOptimizer(torch.optim.Optimizer):
             ctx.trace = {} if log else None
             update, states[groups] = unit.update(self._state(unit, groups, ctx), ctx)
             if len(update) != len(ctx.params) or any(d.shape != p.shape for d, p in zip(update, ctx.params)):
-                raise ValueError(f"{unit!r} returned {len(update)} directions that do not match the shapes of its "
-                                 f"{len(ctx.params)} parameters")
+                raise ValueError(
+                    f"{unit!r} returned {len(update)} directions that do not match the shapes of its "
+                    f"{len(ctx.params)} parameters"
+                )
             if log:
                 self._log(ctx, {"direction": update, **ctx.trace})
             found.extend(zip(ctx.params, update))
@@ -209,8 +219,9 @@ class HybridOptimizer(torch.optim.Optimizer):
         gradient = ctx.gradient("log_alignment_every")
         for source, update in found.items():
             a = diagnostics.cosines(update, gradient, ctx.names)
-            self.alignment_history.append({"step": self.step_count, "source": source, "overall": a.overall,
-                                           "layers": a.layers})
+            self.alignment_history.append(
+                {"step": self.step_count, "source": source, "overall": a.overall, "layers": a.layers}
+            )
 
     def state_dict(self) -> dict[str, Any]:
         """The base optimizer's state dict plus ``"hybrid"``: step count, FE, alignment history, and
@@ -223,8 +234,10 @@ class HybridOptimizer(torch.optim.Optimizer):
             "fe": self.fe,
             "uncounted_calls": self.uncounted_calls,
             "alignment_history": [dict(entry) for entry in self.alignment_history],
-            "directions": [{"groups": list(groups), "state": directions.plain(self._state(unit, groups))}
-                           for unit, groups in self._units()],
+            "directions": [
+                {"groups": list(groups), "state": directions.plain(self._state(unit, groups))}
+                for unit, groups in self._units()
+            ],
         }
         return out
 
@@ -242,10 +255,14 @@ class HybridOptimizer(torch.optim.Optimizer):
         units = self._units()
         saved = [tuple(entry["groups"]) for entry in hybrid["directions"]]
         if saved != [groups for _, groups in units]:
-            raise ValueError(f"mismatched param groups: the saved directions drive groups {saved}, this optimizer's "
-                             f"drive {[groups for _, groups in units]}")
-        states = {groups: directions.restore(unit.init(self._context(groups)), entry["state"])
-                  for (unit, groups), entry in zip(units, hybrid["directions"])}
+            raise ValueError(
+                f"mismatched param groups: the saved directions drive groups {saved}, this optimizer's "
+                f"drive {[groups for _, groups in units]}"
+            )
+        states = {
+            groups: directions.restore(unit.init(self._context(groups)), entry["state"])
+            for (unit, groups), entry in zip(units, hybrid["directions"])
+        }
         kept = [group["direction"] for group in self.param_groups]
         self.base.load_state_dict(state_dict)
         self._share()

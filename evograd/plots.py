@@ -2,6 +2,7 @@
 
 matplotlib is imported here only (the ``plot`` extra), with the non-interactive Agg backend.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -26,6 +27,7 @@ def pyplot():
     """
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
@@ -41,6 +43,7 @@ def curves(results: Sequence, metric_name: str, title: str, path: str | pathlib.
     """
     plt = pyplot()
     import matplotlib.ticker
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     methods = [m for m in dict.fromkeys(r.method for r in results)]
     for method in methods:

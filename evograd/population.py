@@ -22,6 +22,7 @@ References:
     Rechenberg (1973); Kern et al. (2004), the 1/5th success rule.
     Salimans, Ho, Chen, Sidor & Sutskever (2017), Evolution strategies as a scalable alternative to RL.
 """
+
 from __future__ import annotations
 
 import copy
@@ -92,8 +93,9 @@ class _SeedStrategy:
         if mutation.antithetic and size % 2:
             raise ValueError(f"size={size} must be even when mutation.antithetic is True")
         if isinstance(mutation.scale, dict):
-            raise ValueError("mutation.scale names parameters: call mutation.resolve(model) before "
-                             "handing it to a strategy")
+            raise ValueError(
+                "mutation.scale names parameters: call mutation.resolve(model) before handing it to a strategy"
+            )
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size={chunk_size!r} is out of range; allowed None or integers in [1, inf)")
         self.size = size
@@ -106,7 +108,7 @@ class _SeedStrategy:
         return self.size + int(self.evaluates_parent)
 
     def _check_init(self, center: torch.Tensor, seed: int) -> torch.Tensor:
-        if not isinstance(seed, int) or isinstance(seed, bool) or not -2**63 <= seed < 2**63:
+        if not isinstance(seed, int) or isinstance(seed, bool) or not -(2**63) <= seed < 2**63:
             raise ValueError(f"seed={seed!r} must be an int64 integer")
         center = torch.as_tensor(center)
         if center.dim() != 1 or not center.is_floating_point() or center.numel() == 0:
@@ -114,8 +116,9 @@ class _SeedStrategy:
         if not torch.isfinite(center).all():
             raise ValueError("center has non-finite entries")
         if isinstance(self.mutation.scale, torch.Tensor) and self.mutation.scale.numel() != center.numel():
-            raise ValueError(f"mutation.scale has {self.mutation.scale.numel()} entries but center has "
-                             f"{center.numel()}")
+            raise ValueError(
+                f"mutation.scale has {self.mutation.scale.numel()} entries but center has {center.numel()}"
+            )
         return center.detach().clone()
 
     def ask(self, state: StrategyState) -> torch.Tensor:
@@ -125,13 +128,15 @@ class _SeedStrategy:
             seeds = torch.cat([torch.tensor([noise.PARENT_SEED]), seeds])
         return seeds
 
-    def _checked_fitness(self, state: StrategyState, seeds: torch.Tensor, fitness: torch.Tensor
-                         ) -> tuple[torch.Tensor, int]:
+    def _checked_fitness(
+        self, state: StrategyState, seeds: torch.Tensor, fitness: torch.Tensor
+    ) -> tuple[torch.Tensor, int]:
         """Fitness as float64 with non-finite values ranked worst, and how many were non-finite."""
         fitness = torch.as_tensor(fitness)
         if fitness.shape != (self.population,) or len(seeds) != self.population:
-            raise ValueError(f"tell expects {self.population} seeds and fitness values, got "
-                             f"{len(seeds)} and {tuple(fitness.shape)}")
+            raise ValueError(
+                f"tell expects {self.population} seeds and fitness values, got {len(seeds)} and {tuple(fitness.shape)}"
+            )
         fitness = fitness.to(device=state.center.device, dtype=torch.float64)
         nonfinite = int((~torch.isfinite(fitness)).sum())
         return shaping.finite_or_worst(fitness), nonfinite
@@ -140,11 +145,20 @@ class _SeedStrategy:
         center = state.center
         return noise.sample(state.mutation, seeds, center.numel(), device=center.device, dtype=center.dtype)
 
-    def _weighted_sum(self, state: StrategyState, seeds: torch.Tensor, weights: torch.Tensor,
-                      norm_power: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def _weighted_sum(
+        self, state: StrategyState, seeds: torch.Tensor, weights: torch.Tensor, norm_power: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         center = state.center
-        return noise.weighted_sum(state.mutation, seeds, weights, center.numel(), norm_power=norm_power,
-                                  chunk_size=self.chunk_size, device=center.device, dtype=center.dtype)
+        return noise.weighted_sum(
+            state.mutation,
+            seeds,
+            weights,
+            center.numel(),
+            norm_power=norm_power,
+            chunk_size=self.chunk_size,
+            device=center.device,
+            dtype=center.dtype,
+        )
 
 
 class ScaleFreeEvolution(_SeedStrategy):
@@ -190,10 +204,19 @@ class ScaleFreeEvolution(_SeedStrategy):
 
     evaluates_parent = True
 
-    def __init__(self, *, size: int = 16, mutation: Mutation = Mutation(kind="cauchy", sigma=0.1),
-                 selection: str = "plus", mu: int = 1, adapt_sigma: bool = True, success_target: float = 0.2,
-                 damping: float = 1.0, sigma_bounds: tuple[float, float] = (1e-12, 1e12),
-                 chunk_size: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        size: int = 16,
+        mutation: Mutation = Mutation(kind="cauchy", sigma=0.1),
+        selection: str = "plus",
+        mu: int = 1,
+        adapt_sigma: bool = True,
+        success_target: float = 0.2,
+        damping: float = 1.0,
+        sigma_bounds: tuple[float, float] = (1e-12, 1e12),
+        chunk_size: int | None = None,
+    ) -> None:
         super().__init__(size=size, mutation=mutation, chunk_size=chunk_size)
         if selection not in ("plus", "comma"):
             raise ValueError(f"selection={selection!r} is not allowed; allowed 'plus' or 'comma'")
@@ -213,8 +236,9 @@ class ScaleFreeEvolution(_SeedStrategy):
         """The first state: the parent at ``center``, not yet scored."""
         return EvolutionState(center=self._check_init(center, seed), mutation=self.mutation, seed=seed, generation=0)
 
-    def tell(self, state: EvolutionState, seeds: torch.Tensor, fitness: torch.Tensor
-             ) -> tuple[EvolutionState, dict[str, Any]]:
+    def tell(
+        self, state: EvolutionState, seeds: torch.Tensor, fitness: torch.Tensor
+    ) -> tuple[EvolutionState, dict[str, Any]]:
         """Select the next parent and adapt sigma from this generation's fitness."""
         fitness, nonfinite = self._checked_fitness(state, seeds, fitness)
         parent, children, child_seeds = fitness[0], fitness[1:], seeds[1:]
@@ -225,10 +249,10 @@ class ScaleFreeEvolution(_SeedStrategy):
         center, new_fitness = state.center, float(parent)
         if self.selection == "plus":
             if children[best] < parent:
-                center = center + self._rows(state, child_seeds[best:best + 1])[0]
+                center = center + self._rows(state, child_seeds[best : best + 1])[0]
                 new_fitness = float(children[best])
         else:
-            elite = order[:self.mu]
+            elite = order[: self.mu]
             step, _ = self._weighted_sum(state, child_seeds[elite], torch.full((self.mu,), 1.0 / self.mu))
             center = center + step
             new_fitness = float(children[elite].mean())
@@ -240,10 +264,22 @@ class ScaleFreeEvolution(_SeedStrategy):
             change = (success - self.success_target) / (self.damping * (1.0 - self.success_target))
             sigma = min(max(sigma * math.exp(change), self.sigma_bounds[0]), self.sigma_bounds[1])
 
-        new_state = dataclasses.replace(state, center=center, mutation=state.mutation.replace(sigma=sigma),
-                                        generation=state.generation + 1, fitness=new_fitness)
-        metrics = {"generation": state.generation, "fitness": new_fitness, "parent": float(parent),
-                   "best": float(children[best]), "success": success, "sigma": sigma, "nonfinite": nonfinite}
+        new_state = dataclasses.replace(
+            state,
+            center=center,
+            mutation=state.mutation.replace(sigma=sigma),
+            generation=state.generation + 1,
+            fitness=new_fitness,
+        )
+        metrics = {
+            "generation": state.generation,
+            "fitness": new_fitness,
+            "parent": float(parent),
+            "best": float(children[best]),
+            "success": success,
+            "sigma": sigma,
+            "nonfinite": nonfinite,
+        }
         return new_state, metrics
 
 
@@ -303,11 +339,20 @@ class RollingImprovement(_SeedStrategy):
 
     evaluates_parent = True
 
-    def __init__(self, *, size: int = 64,
-                 mutation: Mutation = Mutation(kind="cauchy", sigma=0.01, clip=3.0, antithetic=True),
-                 beta: float = 0.9, lr: float = 0.05, lr_decay: float = 1.0, weighting: str = "slope",
-                 use_worse: bool = False, normalize_step: bool = True, elitist: bool = False,
-                 chunk_size: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        size: int = 64,
+        mutation: Mutation = Mutation(kind="cauchy", sigma=0.01, clip=3.0, antithetic=True),
+        beta: float = 0.9,
+        lr: float = 0.05,
+        lr_decay: float = 1.0,
+        weighting: str = "slope",
+        use_worse: bool = False,
+        normalize_step: bool = True,
+        elitist: bool = False,
+        chunk_size: int | None = None,
+    ) -> None:
         super().__init__(size=size, mutation=mutation, chunk_size=chunk_size)
         _check_range("beta", beta, 0.0, 1.0, high_open=True)
         _check_range("lr", lr, 0.0, math.inf, high_open=True)
@@ -320,11 +365,13 @@ class RollingImprovement(_SeedStrategy):
     def init(self, center: torch.Tensor, *, seed: int) -> RollingState:
         """The first state: the center given, a zero estimate."""
         center = self._check_init(center, seed)
-        return RollingState(center=center, mutation=self.mutation, seed=seed, generation=0,
-                            estimate=torch.zeros_like(center))
+        return RollingState(
+            center=center, mutation=self.mutation, seed=seed, generation=0, estimate=torch.zeros_like(center)
+        )
 
-    def tell(self, state: RollingState, seeds: torch.Tensor, fitness: torch.Tensor
-             ) -> tuple[RollingState, dict[str, Any]]:
+    def tell(
+        self, state: RollingState, seeds: torch.Tensor, fitness: torch.Tensor
+    ) -> tuple[RollingState, dict[str, Any]]:
         """Fold this generation's improving directions into the estimate and move the center."""
         fitness, nonfinite = self._checked_fitness(state, seeds, fitness)
         parent, children, child_seeds = fitness[0], fitness[1:], seeds[1:]
@@ -344,11 +391,11 @@ class RollingImprovement(_SeedStrategy):
 
         # --- rolling estimate and step
         estimate = self.beta * state.estimate + (1.0 - self.beta) * direction
-        lr = self.lr * self.lr_decay ** state.generation
+        lr = self.lr * self.lr_decay**state.generation
         best = int(torch.argmin(children))
         center = state.center
         if self.elitist and bool(improving.any()):
-            center = center + self._rows(state, child_seeds[best:best + 1])[0]
+            center = center + self._rows(state, child_seeds[best : best + 1])[0]
         elif self.normalize_step:
             length = float(estimate.norm())
             if length > 0:
@@ -356,10 +403,17 @@ class RollingImprovement(_SeedStrategy):
         else:
             center = center + lr * estimate
 
-        new_state = dataclasses.replace(state, center=center, estimate=estimate, generation=state.generation + 1,
-                                        fitness=float(parent))
-        metrics = {"generation": state.generation, "fitness": float(parent), "best": float(children[best]),
-                   "improving": float(improving.double().mean()), "lr": lr, "nonfinite": nonfinite}
+        new_state = dataclasses.replace(
+            state, center=center, estimate=estimate, generation=state.generation + 1, fitness=float(parent)
+        )
+        metrics = {
+            "generation": state.generation,
+            "fitness": float(parent),
+            "best": float(children[best]),
+            "improving": float(improving.double().mean()),
+            "lr": lr,
+            "nonfinite": nonfinite,
+        }
         return new_state, metrics
 
 
@@ -396,9 +450,16 @@ class OpenES(_SeedStrategy):
         True
     """
 
-    def __init__(self, *, size: int = 64, mutation: Mutation = Mutation(kind="gaussian", sigma=0.02, antithetic=True),
-                 lr: float = 0.01, optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
-                 optimizer_kw: dict | None = None, chunk_size: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        size: int = 64,
+        mutation: Mutation = Mutation(kind="gaussian", sigma=0.02, antithetic=True),
+        lr: float = 0.01,
+        optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optimizer_kw: dict | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
         super().__init__(size=size, mutation=mutation, chunk_size=chunk_size)
         _check_range("lr", lr, 0.0, math.inf, high_open=True)
         if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
@@ -417,7 +478,7 @@ class OpenES(_SeedStrategy):
         ranks = shaping.centered_ranks(fitness)
         sigma = state.mutation.sigma
         total, _ = self._weighted_sum(state, seeds, ranks.to(state.center.dtype))
-        grad = total / (len(seeds) * sigma ** 2)
+        grad = total / (len(seeds) * sigma**2)
 
         # --- optimizer step on a private copy of the center and optimizer state
         # (optimizers update their state in place, so the state loaded is a copy; the state saved
@@ -429,8 +490,18 @@ class OpenES(_SeedStrategy):
         param.grad = grad
         opt.step()
 
-        new_state = dataclasses.replace(state, center=param.detach(), generation=state.generation + 1,
-                                        optimizer_state=opt.state_dict(), gradient=grad)
-        metrics = {"generation": state.generation, "fitness": float(fitness.mean()),
-                   "best": float(fitness.min()), "grad_norm": float(grad.norm()), "nonfinite": nonfinite}
+        new_state = dataclasses.replace(
+            state,
+            center=param.detach(),
+            generation=state.generation + 1,
+            optimizer_state=opt.state_dict(),
+            gradient=grad,
+        )
+        metrics = {
+            "generation": state.generation,
+            "fitness": float(fitness.mean()),
+            "best": float(fitness.min()),
+            "grad_norm": float(grad.norm()),
+            "nonfinite": nonfinite,
+        }
         return new_state, metrics

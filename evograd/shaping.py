@@ -7,6 +7,7 @@ References:
     Wierstra et al. (2014), Natural evolution strategies (fitness shaping).
     Salimans et al. (2017), Evolution strategies as a scalable alternative to RL (centered ranks).
 """
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ A task is either *supervised* (``split``, ``loss_fn``, ``batch_size``: every met
 it) or *episodic* (``episode_fitness``: only evolution methods can, since there is no gradient to
 take through an environment).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Split", "Task", "TASKS", "get", "digits", "random_labels", "teacher", "mnist", "read_idx", "mlp",
-           "cartpole", "pendulum"]
+__all__ = [
+    "Split",
+    "Task",
+    "TASKS",
+    "get",
+    "digits",
+    "random_labels",
+    "teacher",
+    "mnist",
+    "read_idx",
+    "mlp",
+    "cartpole",
+    "pendulum",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +49,7 @@ class Split:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         """The same split with every tensor on ``device``."""
         return Split(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)))
 
@@ -76,8 +89,13 @@ class Task:
 # models and data
 
 
-def mlp(sizes: tuple[int, ...] = (64, 32, 10), *, activation: type[nn.Module] = nn.Tanh, seed: int = 0,
-        dtype: torch.dtype = torch.float32) -> nn.Sequential:
+def mlp(
+    sizes: tuple[int, ...] = (64, 32, 10),
+    *,
+    activation: type[nn.Module] = nn.Tanh,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> nn.Sequential:
     """A multilayer perceptron with the given layer sizes, initialized from ``seed`` (no global RNG)."""
     if len(sizes) < 2 or any(not isinstance(s, int) or s < 1 for s in sizes):
         raise ValueError(f"sizes={sizes!r} must list at least two positive layer widths")
@@ -85,7 +103,7 @@ def mlp(sizes: tuple[int, ...] = (64, 32, 10), *, activation: type[nn.Module] = 
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         linear = nn.utils.skip_init(nn.Linear, n_in, n_out, dtype=dtype)  # nn.Linear's own init draws globally
-        bound = 1.0 / n_in ** 0.5  # torch's default init range, drawn from our own generator
+        bound = 1.0 / n_in**0.5  # torch's default init range, drawn from our own generator
         with torch.no_grad():
             linear.weight.uniform_(-bound, bound, generator=gen)
             linear.bias.uniform_(-bound, bound, generator=gen)
@@ -119,8 +137,9 @@ def digits(*, test_fraction: float = 0.2, seed: int = 0, dtype: torch.dtype = to
     except ImportError as err:
         raise ImportError("the digits tasks need scikit-learn: pip install 'evograd[data]'") from err
     data = load_digits()
-    return _split(torch.as_tensor(data.data), torch.as_tensor(data.target, dtype=torch.int64),
-                  test_fraction, seed, dtype)
+    return _split(
+        torch.as_tensor(data.data), torch.as_tensor(data.target, dtype=torch.int64), test_fraction, seed, dtype
+    )
 
 
 def read_idx(path: str | pathlib.Path) -> np.ndarray:
@@ -137,7 +156,7 @@ def read_idx(path: str | pathlib.Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in types:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
     ndim = raw[3]
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     dtype = np.dtype(types[raw[2]])
     expected = 4 + 4 * ndim + math.prod(shape) * dtype.itemsize
     if len(raw) != expected:
@@ -185,13 +204,22 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x.to(device)).argmax(-1) == y.to(device)).double().mean())
 
 
-def _classification(name: str, split: Split, hidden: tuple[int, ...], target: float, *, on_train: bool = False,
-                    batch_size: int = 128) -> Task:
+def _classification(
+    name: str, split: Split, hidden: tuple[int, ...], target: float, *, on_train: bool = False, batch_size: int = 128
+) -> Task:
     sizes = (split.train_x.shape[1], *hidden, int(split.train_y.max()) + 1)
     x, y = (split.train_x, split.train_y) if on_train else (split.test_x, split.test_y)
-    return Task(name=name, make_model=lambda seed: mlp(sizes, seed=seed), metric=lambda m: accuracy(m, x, y),
-                metric_name="train accuracy" if on_train else "test accuracy", higher_is_better=True,
-                target=target, split=split, loss_fn=F.cross_entropy, batch_size=batch_size)
+    return Task(
+        name=name,
+        make_model=lambda seed: mlp(sizes, seed=seed),
+        metric=lambda m: accuracy(m, x, y),
+        metric_name="train accuracy" if on_train else "test accuracy",
+        higher_is_better=True,
+        target=target,
+        split=split,
+        loss_fn=F.cross_entropy,
+        batch_size=batch_size,
+    )
 
 
 def random_labels(*, seed: int = 0) -> Split:
@@ -201,8 +229,14 @@ def random_labels(*, seed: int = 0) -> Split:
     return dataclasses.replace(split, train_y=shuffled)
 
 
-def teacher(*, sizes: tuple[int, ...] = (16, 32, 4), n_train: int = 2048, n_test: int = 1024, seed: int = 0,
-            noise_std: float = 0.0) -> Split:
+def teacher(
+    *,
+    sizes: tuple[int, ...] = (16, 32, 4),
+    n_train: int = 2048,
+    n_test: int = 1024,
+    seed: int = 0,
+    noise_std: float = 0.0,
+) -> Split:
     """Teacher-student regression: targets are a random tanh MLP of Gaussian inputs (plus noise)."""
     gen = torch.Generator().manual_seed(seed)
     net = mlp(sizes, seed=seed + 1)
@@ -220,8 +254,16 @@ def _teacher_task(sizes: tuple[int, ...] = (16, 32, 4)) -> Task:
         with torch.no_grad():
             return float(F.mse_loss(model(split.test_x.to(device)), split.test_y.to(device)))
 
-    return Task(name="teacher", make_model=lambda seed: mlp(sizes, seed=100 + seed), metric=test_mse,
-                metric_name="test MSE", higher_is_better=False, target=0.05, split=split, loss_fn=F.mse_loss)
+    return Task(
+        name="teacher",
+        make_model=lambda seed: mlp(sizes, seed=100 + seed),
+        metric=test_mse,
+        metric_name="test MSE",
+        higher_is_better=False,
+        target=0.05,
+        split=split,
+        loss_fn=F.mse_loss,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,8 +278,9 @@ def _gymnasium():
     return gymnasium
 
 
-def _episodes(env_id: str, act: Callable[[torch.Tensor], np.ndarray], model: nn.Module, seeds: range
-              ) -> tuple[float, int]:
+def _episodes(
+    env_id: str, act: Callable[[torch.Tensor], np.ndarray], model: nn.Module, seeds: range
+) -> tuple[float, int]:
     """Mean return of the policy over one episode per seed, and the environment steps it took."""
     env = _gymnasium().make(env_id)
     device = _device_of(model)
@@ -266,9 +309,15 @@ def _episodic(name: str, env_id: str, sizes: tuple[int, ...], act, target: float
         mean_return, steps = _episodes(env_id, act, model, train)
         return -mean_return, steps
 
-    return Task(name=name, make_model=lambda seed: mlp(sizes, seed=seed),
-                metric=lambda m: _episodes(env_id, act, m, test)[0], metric_name="mean return",
-                higher_is_better=True, target=target, episode_fitness=fitness)
+    return Task(
+        name=name,
+        make_model=lambda seed: mlp(sizes, seed=seed),
+        metric=lambda m: _episodes(env_id, act, m, test)[0],
+        metric_name="mean return",
+        higher_is_better=True,
+        target=target,
+        episode_fitness=fitness,
+    )
 
 
 def cartpole() -> Task:
@@ -278,8 +327,7 @@ def cartpole() -> Task:
 
 def pendulum() -> Task:
     """Pendulum-v1 with a 3-16-1 policy (torque 2·tanh(output)); returns are negative, 0 is best."""
-    return _episodic("pendulum", "Pendulum-v1", (3, 16, 1), lambda out: (2.0 * torch.tanh(out)).numpy(),
-                     -200.0, 3)
+    return _episodic("pendulum", "Pendulum-v1", (3, 16, 1), lambda out: (2.0 * torch.tanh(out)).numpy(), -200.0, 3)
 
 
 def _mnist_task(path: str) -> Task:

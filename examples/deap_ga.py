@@ -6,6 +6,7 @@ operators draw from the generator ``register`` binds, never from a global state)
 
     python examples/deap_ga.py [--generations 300] [--seeds 5] [--sigma 0.3]
 """
+
 import argparse
 import random
 
@@ -38,8 +39,9 @@ def run(mutation: str, seed: int, generations: int, sigma: float, dim: int = 30)
     rng = np.random.default_rng(seed)
     population = [Individual(rng.uniform(-5.12, 5.12, dim).tolist()) for _ in range(50)]
     hall = tools.HallOfFame(1)
-    algorithms.eaMuPlusLambda(population, toolbox, mu=50, lambda_=100, cxpb=0.5, mutpb=0.5, ngen=generations,
-                              halloffame=hall, verbose=False)
+    algorithms.eaMuPlusLambda(
+        population, toolbox, mu=50, lambda_=100, cxpb=0.5, mutpb=0.5, ngen=generations, halloffame=hall, verbose=False
+    )
     return hall[0].fitness.values[0]
 
 
@@ -49,8 +51,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--sigma", type=float, default=0.3)
     args = parser.parse_args()
-    print(f"Rastrigin-30, eaMuPlusLambda(mu=50, lambda=100), {args.generations} generations "
-          f"({100 * args.generations:,} evaluations), sigma={args.sigma}; best fitness, lower is better")
+    print(
+        f"Rastrigin-30, eaMuPlusLambda(mu=50, lambda=100), {args.generations} generations "
+        f"({100 * args.generations:,} evaluations), sigma={args.sigma}; best fitness, lower is better"
+    )
     print(f"{'seed':>4} {'evograd cauchy':>15} {'deap gaussian':>14}")
     results = {"cauchy": [], "gaussian": []}
     for seed in range(args.seeds):

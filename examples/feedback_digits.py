@@ -10,6 +10,7 @@ epoch. (The output layer's gradient is exact under every rule, so it is left out
 
 Run: ``python examples/feedback_digits.py`` (about 6 s on 2 CPU cores; needs scikit-learn).
 """
+
 import math
 
 import torch
@@ -37,8 +38,10 @@ init = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10)).state_dict
 
 def hidden_angle(net: nn.Module, rule: str) -> float:
     """Degrees between the hidden weight gradient under ``rule`` and under backprop, same batch."""
+
     def closure():
         return nn.functional.cross_entropy(net(x_tr[probe]), y_tr[probe])
+
     true = feedback.feedback_gradients(net, closure, "bp")[0].flatten()  # (64 * 64,)
     rule_grad = feedback.feedback_gradients(net, closure, rule)[0].flatten()  # (64 * 64,)
     cosine = torch.nn.functional.cosine_similarity(true, rule_grad, dim=0).clamp(-1, 1)

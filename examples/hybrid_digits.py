@@ -10,6 +10,7 @@ sample forward is 1 FE, backward 2 FE. About 15 seconds on 2 CPU cores.
 
     python examples/hybrid_digits.py [--steps 800] [--seed 0]
 """
+
 import argparse
 import time
 
@@ -28,7 +29,8 @@ def unit(source):
 
 def evolution(seed):
     strategy = evograd.RollingImprovement(
-        size=64, mutation=evograd.Mutation(kind="cauchy", sigma=0.01, clip=3.0, antithetic=True), beta=0.9)
+        size=64, mutation=evograd.Mutation(kind="cauchy", sigma=0.01, clip=3.0, antithetic=True), beta=0.9
+    )
     return unit(D.improvement(strategy, seed=seed))
 
 
@@ -37,8 +39,12 @@ METHODS = {
     "SGD": lambda seed: (D.backprop(), torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}, True),
     "Adam": lambda seed: (D.backprop(), torch.optim.Adam, {"lr": 3e-3, "weight_decay": 1e-3}, True),
     "improvement": lambda seed: (evolution(seed), torch.optim.SGD, {"lr": 0.1, "weight_decay": 1e-2}, False),
-    "hybrid 50/50": lambda seed: (D.mix(bp=(0.5, unit(D.backprop())), evo=(0.5, evolution(seed))),
-                                  torch.optim.SGD, {"lr": 0.1, "weight_decay": 1e-2}, True),
+    "hybrid 50/50": lambda seed: (
+        D.mix(bp=(0.5, unit(D.backprop())), evo=(0.5, evolution(seed))),
+        torch.optim.SGD,
+        {"lr": 0.1, "weight_decay": 1e-2},
+        True,
+    ),
 }
 
 

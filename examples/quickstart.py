@@ -6,6 +6,7 @@ estimate. No gradient is ever computed. Runs in well under a minute on 2 CPU cor
 
     python examples/quickstart.py [--generations 1000] [--seed 0]
 """
+
 import argparse
 import time
 
@@ -35,7 +36,8 @@ def main(generations: int = 1000, seed: int = 0, batch_size: int = 128) -> float
     strategy = evograd.RollingImprovement(
         size=64,
         mutation=evograd.Mutation(kind="cauchy", sigma=0.01, clip=3.0, antithetic=True),
-        lr=0.08, lr_decay=0.9995,
+        lr=0.08,
+        lr_decay=0.9995,
     )
     evaluate = evograd.VmapEvaluator(model, F.cross_entropy, minibatch)
     state = strategy.init(evograd.flat.flatten(model), seed=seed)
@@ -45,9 +47,12 @@ def main(generations: int = 1000, seed: int = 0, batch_size: int = 128) -> float
         state, metrics = strategy.tell(state, seeds, evaluate(state.center, seeds, state.mutation))
         if generation % 100 == 0 or generation == generations:
             evograd.flat.assign(model, state.center)
-            print(f"generation {generation:5d}  loss {metrics['fitness']:.3f}  "
-                  f"test accuracy {accuracy(model, data.test_x, data.test_y):.3f}  "
-                  f"{evaluate.forward_passes / 1e6:5.1f}M FE  {time.perf_counter() - start:5.1f}s", flush=True)
+            print(
+                f"generation {generation:5d}  loss {metrics['fitness']:.3f}  "
+                f"test accuracy {accuracy(model, data.test_x, data.test_y):.3f}  "
+                f"{evaluate.forward_passes / 1e6:5.1f}M FE  {time.perf_counter() - start:5.1f}s",
+                flush=True,
+            )
     evograd.flat.assign(model, state.center)
     final = accuracy(model, data.test_x, data.test_y)
     print(f"final test accuracy: {final:.3f}")

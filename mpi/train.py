@@ -13,6 +13,7 @@ any rank then aborts the whole job instead of leaving the other ranks waiting.
 Tasks: ``digits`` (scikit-learn's 8x8 digits, an MLP classifier, needs the ``data`` extra) and
 ``teacher`` (regress the outputs of a fixed random MLP; synthetic, needs nothing).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,22 +58,33 @@ class Task:
 def make_task(name: str, hidden: int, seed: int) -> Task:
     if name == "digits":
         data = tasks.digits(seed=seed)
-        return Task(tasks.mlp((64, hidden, 10), seed=seed), F.cross_entropy, (data.train_x, data.train_y),
-                    (data.test_x, data.test_y), "test accuracy")
+        return Task(
+            tasks.mlp((64, hidden, 10), seed=seed),
+            F.cross_entropy,
+            (data.train_x, data.train_y),
+            (data.test_x, data.test_y),
+            "test accuracy",
+        )
     gen = torch.Generator().manual_seed(seed)
     teacher = tasks.mlp((16, 32, 1), seed=seed + 1)
     inputs = torch.randn(4096, 16, generator=gen)  # (4096, 16)
     with torch.no_grad():
         targets = teacher(inputs)  # (4096, 1)
-    return Task(tasks.mlp((16, hidden, 1), seed=seed), F.mse_loss, (inputs[:3072], targets[:3072]),
-                (inputs[3072:], targets[3072:]), "test mse")
+    return Task(
+        tasks.mlp((16, hidden, 1), seed=seed),
+        F.mse_loss,
+        (inputs[:3072], targets[:3072]),
+        (inputs[3072:], targets[3072:]),
+        "test mse",
+    )
 
 
 def make_strategy(name: str, population: int, sigma: float | None, lr: float | None, chunk_size: int):
     if name == "rolling":
         mutation = evograd.Mutation(kind="cauchy", sigma=sigma or 0.01, clip=3.0, antithetic=True)
-        return evograd.RollingImprovement(size=population, mutation=mutation, lr=lr or 0.08, lr_decay=0.9995,
-                                          chunk_size=chunk_size)
+        return evograd.RollingImprovement(
+            size=population, mutation=mutation, lr=lr or 0.08, lr_decay=0.9995, chunk_size=chunk_size
+        )
     if name == "openes":
         mutation = evograd.Mutation(kind="gaussian", sigma=sigma or 0.02, antithetic=True)
         return evograd.OpenES(size=population, mutation=mutation, lr=lr or 0.01, chunk_size=chunk_size)
@@ -91,8 +103,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=None, help="step size (default per strategy)")
     parser.add_argument("--hidden", type=int, default=32, help="hidden units of the MLP")
     parser.add_argument("--batch-size", type=int, default=128, help="minibatch shared by a generation's members")
-    parser.add_argument("--chunk-size", type=int, default=16,
-                        help="members evaluated at once; ranks get whole chunks, so keep it <= population/ranks")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=16,
+        help="members evaluated at once; ranks get whole chunks, so keep it <= population/ranks",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     parser.add_argument("--checkpoint-dir", default=None, help="directory for checkpoints (shared by all ranks)")
     parser.add_argument("--checkpoint-every", type=int, default=50)
@@ -114,19 +130,28 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_flush_denormal(True)  # denormals slow over-fitted minibatches; the same on every rank and run
     task = make_task(args.task, args.hidden, args.seed)
     strategy = make_strategy(args.strategy, args.population, args.sigma, args.lr, args.chunk_size)
-    evaluate = MPIEvaluator(evograd.VmapEvaluator(task.model, task.loss, chunk_size=args.chunk_size),
-                            sync_every=args.sync_every)
+    evaluate = MPIEvaluator(
+        evograd.VmapEvaluator(task.model, task.loss, chunk_size=args.chunk_size), sync_every=args.sync_every
+    )
     state = strategy.init(flat.flatten(task.model), seed=args.seed)
-    saver = None if args.checkpoint_dir is None else checkpoint.Checkpointer(
-        args.checkpoint_dir, every=args.checkpoint_every, keep=args.keep, rank=evaluate.rank)
+    saver = (
+        None
+        if args.checkpoint_dir is None
+        else checkpoint.Checkpointer(
+            args.checkpoint_dir, every=args.checkpoint_every, keep=args.keep, rank=evaluate.rank
+        )
+    )
     spent = 0  # forward passes of the generations before a resume
     if args.resume:
         resumed = saver.resume(strategy=strategy, like=state)
         if resumed is not None:
             state, spent = resumed.state, resumed.metadata.get("forward_passes", 0)
     log = print if evaluate.rank == 0 else (lambda *a, **k: None)
-    log(f"{args.task}/{args.strategy}: {evaluate.size} ranks, {strategy.population} members x {state.center.numel()} "
-        f"parameters, from generation {state.generation}", flush=True)
+    log(
+        f"{args.task}/{args.strategy}: {evaluate.size} ranks, {strategy.population} members x {state.center.numel()} "
+        f"parameters, from generation {state.generation}",
+        flush=True,
+    )
 
     start = time.perf_counter()
     while state.generation < args.generations:
@@ -139,16 +164,27 @@ def main(argv: list[str] | None = None) -> None:
             saver.step(state.generation, state=state, strategy=strategy, metadata={"forward_passes": fe})
         if state.generation % args.log_every == 0 or state.generation == args.generations:
             flat.assign(task.model, state.center)
-            log(f"generation {state.generation:6d}  loss {metrics['fitness']:.4f}  {task.metric} {task.score():.4f}  "
-                f"{fe / 1e6:7.2f}M FE  {time.perf_counter() - start:6.1f}s", flush=True)
+            log(
+                f"generation {state.generation:6d}  loss {metrics['fitness']:.4f}  {task.metric} {task.score():.4f}  "
+                f"{fe / 1e6:7.2f}M FE  {time.perf_counter() - start:6.1f}s",
+                flush=True,
+            )
 
     digest = evaluate.check_sync(state, state.generation, final=True)
     if saver is not None:
-        saver.step(state.generation, state=state, strategy=strategy,
-                   metadata={"forward_passes": spent + evaluate.forward_passes}, final=True)
+        saver.step(
+            state.generation,
+            state=state,
+            strategy=strategy,
+            metadata={"forward_passes": spent + evaluate.forward_passes},
+            final=True,
+        )
     flat.assign(task.model, state.center)
-    log(f"final {task.metric}: {task.score():.4f}  ranks in sync at generation {state.generation} "
-        f"(state digest {digest:016x})", flush=True)
+    log(
+        f"final {task.metric}: {task.score():.4f}  ranks in sync at generation {state.generation} "
+        f"(state digest {digest:016x})",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

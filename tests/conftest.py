@@ -1,4 +1,5 @@
 """Suite-wide: tests marked ``cuda`` are skipped, with the reason, where torch sees no CUDA device."""
+
 import pytest
 import torch
 

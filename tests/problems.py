@@ -1,4 +1,5 @@
 """Test problems shared by the strategy tests: classic benchmark functions on flat vectors."""
+
 import math
 
 import torch
@@ -6,12 +7,12 @@ import torch
 
 def sphere(x: torch.Tensor) -> torch.Tensor:
     """sum x^2, minimum 0 at the origin."""
-    return (x ** 2).sum(-1)
+    return (x**2).sum(-1)
 
 
 def rastrigin(x: torch.Tensor) -> torch.Tensor:
     """10 n + sum (x^2 - 10 cos 2 pi x): a regular grid of local minima, global minimum 0 at 0."""
-    return 10 * x.shape[-1] + (x ** 2 - 10 * torch.cos(2 * math.pi * x)).sum(-1)
+    return 10 * x.shape[-1] + (x**2 - 10 * torch.cos(2 * math.pi * x)).sum(-1)
 
 
 def quadratic(dim: int, seed: int = 0, dtype=torch.float64):

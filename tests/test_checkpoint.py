@@ -1,20 +1,23 @@
 """Tests of evograd.checkpoint: round trips, exact resume, atomic writes, refusals."""
+
 import dataclasses
 
 import pytest
 import torch
+from problems import quadratic
 
 from evograd import FunctionEvaluator, Mutation, OpenES, RollingImprovement, ScaleFreeEvolution, checkpoint
 from evograd.checkpoint import Checkpointer, CheckpointError
-from problems import quadratic
 
 DIM = 6
 SCALE = torch.linspace(0.5, 2.0, DIM, dtype=torch.float64)
 STRATEGIES = {
-    "evolution": lambda **kw: ScaleFreeEvolution(size=6, mutation=Mutation(kind="cauchy", sigma=0.3, scale=SCALE),
-                                                 **kw),
-    "rolling": lambda **kw: RollingImprovement(size=6, mutation=Mutation(kind="loguniform", sigma=1.0, antithetic=True,
-                                                                         scale=SCALE), **kw),
+    "evolution": lambda **kw: ScaleFreeEvolution(
+        size=6, mutation=Mutation(kind="cauchy", sigma=0.3, scale=SCALE), **kw
+    ),
+    "rolling": lambda **kw: RollingImprovement(
+        size=6, mutation=Mutation(kind="loguniform", sigma=1.0, antithetic=True, scale=SCALE), **kw
+    ),
     "openes": lambda **kw: OpenES(size=6, mutation=Mutation(sigma=0.3, antithetic=True, scale=SCALE), lr=0.1, **kw),
 }
 
@@ -86,7 +89,7 @@ def test_optimizer_state_dict_round_trip_continues_identically(tmp_path):
     def steps(param, opt, n):
         for _ in range(n):
             opt.zero_grad()
-            (param ** 4).sum().backward()
+            (param**4).sum().backward()
             opt.step()
 
     param, opt = make()
@@ -154,17 +157,27 @@ def test_unstorable_objects_are_refused_before_writing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda: (STRATEGIES["rolling"](lr=0.5), None), r"strategy\.lr \(saved 0\.05, now 0\.5\)"),
-    (lambda: (STRATEGIES["rolling"](chunk_size=8), None), r"strategy\.chunk_size"),
-    (lambda: (STRATEGIES["openes"](), None), r"strategy class \(saved RollingImprovement, now OpenES\)"),
-    (lambda: (None, RollingImprovement(size=6).init(torch.zeros(DIM + 1, dtype=torch.float64), seed=0)),
-     r"model \(saved center \(6,\) torch\.float64, now \(7,\)"),
-    (lambda: (None, STRATEGIES["rolling"]().init(torch.zeros(DIM), seed=0)), r"model .* now \(6,\) torch\.float32"),
-    (lambda: (None, STRATEGIES["rolling"]().init(torch.zeros(DIM, dtype=torch.float64), seed=1)), r"seed \(saved 0"),
-    (lambda: (None, STRATEGIES["openes"]().init(torch.zeros(DIM, dtype=torch.float64), seed=0)),
-     r"state class \(saved RollingState, now ESState\)"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda: (STRATEGIES["rolling"](lr=0.5), None), r"strategy\.lr \(saved 0\.05, now 0\.5\)"),
+        (lambda: (STRATEGIES["rolling"](chunk_size=8), None), r"strategy\.chunk_size"),
+        (lambda: (STRATEGIES["openes"](), None), r"strategy class \(saved RollingImprovement, now OpenES\)"),
+        (
+            lambda: (None, RollingImprovement(size=6).init(torch.zeros(DIM + 1, dtype=torch.float64), seed=0)),
+            r"model \(saved center \(6,\) torch\.float64, now \(7,\)",
+        ),
+        (lambda: (None, STRATEGIES["rolling"]().init(torch.zeros(DIM), seed=0)), r"model .* now \(6,\) torch\.float32"),
+        (
+            lambda: (None, STRATEGIES["rolling"]().init(torch.zeros(DIM, dtype=torch.float64), seed=1)),
+            r"seed \(saved 0",
+        ),
+        (
+            lambda: (None, STRATEGIES["openes"]().init(torch.zeros(DIM, dtype=torch.float64), seed=0)),
+            r"state class \(saved RollingState, now ESState\)",
+        ),
+    ],
+)
 def test_a_mismatched_checkpoint_is_refused_and_nothing_is_written(change, message, tmp_path):
     strategy, state = start("rolling")
     saver = Checkpointer(tmp_path, every=1)
@@ -201,12 +214,15 @@ def test_only_rank_0_writes_and_a_fresh_run_refuses_an_old_directory(tmp_path):
         Checkpointer(tmp_path, every=1).step(1, state=state, strategy=strategy)
 
 
-@pytest.mark.parametrize("make, name", [
-    (lambda d: Checkpointer(d, every=0), "every"),
-    (lambda d: Checkpointer(d, every=1, keep=0), "keep"),
-    (lambda d: Checkpointer(d, every=1, rank=-1), "rank"),
-    (lambda d: checkpoint.save(d / "c.pt", generation=-1), "generation"),
-])
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda d: Checkpointer(d, every=0), "every"),
+        (lambda d: Checkpointer(d, every=1, keep=0), "keep"),
+        (lambda d: Checkpointer(d, every=1, rank=-1), "rank"),
+        (lambda d: checkpoint.save(d / "c.pt", generation=-1), "generation"),
+    ],
+)
 def test_bad_arguments_name_the_parameter(make, name, tmp_path):
     with pytest.raises(ValueError, match=name):
         make(tmp_path)

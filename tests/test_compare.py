@@ -1,4 +1,5 @@
 """Tests of evograd.compare and the ``evograd`` command line, on tiny budgets."""
+
 import json
 import subprocess
 import sys
@@ -12,21 +13,35 @@ pytest.importorskip("sklearn")
 
 
 def _cli(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "evograd.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "evograd.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_compare_cli_end_to_end_is_reproducible(tmp_path):
     pytest.importorskip("matplotlib")
     runs = []
     for name in ("a", "b"):
-        out = _cli("compare", "--methods", "adam", "rolling", "--budget-fe", "60000", "--seeds", "2",
-                   "--out", str(tmp_path / name))
+        out = _cli(
+            "compare",
+            "--methods",
+            "adam",
+            "rolling",
+            "--budget-fe",
+            "60000",
+            "--seeds",
+            "2",
+            "--out",
+            str(tmp_path / name),
+        )
         assert out.returncode == 0, out.stderr
         assert "adam" in out.stdout and "rolling" in out.stdout and "FE to 0.95" in out.stdout
         runs.append(json.loads((tmp_path / name / "results.json").read_text()))
-    curves = [[(run["method"], run["seed"], [p[0] for p in run["curve"]], [p[2] for p in run["curve"]])
-               for run in payload["runs"]] for payload in runs]
+    curves = [
+        [
+            (run["method"], run["seed"], [p[0] for p in run["curve"]], [p[2] for p in run["curve"]])
+            for run in payload["runs"]
+        ]
+        for payload in runs
+    ]
     assert curves[0] == curves[1], "same seeds, same numbers (wall time aside)"
     assert len(runs[0]["runs"]) == 4 and {r["method"] for r in runs[0]["runs"]} == {"adam", "rolling"}
     csv = (tmp_path / "a" / "summary.csv").read_text().splitlines()
@@ -35,15 +50,18 @@ def test_compare_cli_end_to_end_is_reproducible(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--task", "imagenet"], "invalid choice"),
-    (["--methods", "lbfgs"], "unknown method 'lbfgs'"),
-    (["--budget-fe", "0"], "budget fe=0"),
-    (["--budget-seconds", "-1"], "budget seconds=-1"),
-    (["--out", "/proc/evograd"], "is not a writable directory"),
-    (["--set", "rolling.momentum=0.9"], "rolling has no setting 'momentum'"),
-    (["--task", "mnist"], "needs --data-path"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--task", "imagenet"], "invalid choice"),
+        (["--methods", "lbfgs"], "unknown method 'lbfgs'"),
+        (["--budget-fe", "0"], "budget fe=0"),
+        (["--budget-seconds", "-1"], "budget seconds=-1"),
+        (["--out", "/proc/evograd"], "is not a writable directory"),
+        (["--set", "rolling.momentum=0.9"], "rolling has no setting 'momentum'"),
+        (["--task", "mnist"], "needs --data-path"),
+    ],
+)
 def test_bad_input_exits_nonzero_with_one_line(args, message):
     out = _cli("compare", *args, timeout=60)
     assert out.returncode == 2
@@ -54,8 +72,10 @@ def test_bad_input_exits_nonzero_with_one_line(args, message):
 
 def test_run_from_a_toml_config(tmp_path):
     config = tmp_path / "run.toml"
-    config.write_text('task = "digits"\nmethod = "openes"\nseed = 1\nbudget_fe = 40000\n'
-                      f'out = "{tmp_path / "out"}"\n[settings]\nsize = 16\nlr = 0.02\n')
+    config.write_text(
+        'task = "digits"\nmethod = "openes"\nseed = 1\nbudget_fe = 40000\n'
+        f'out = "{tmp_path / "out"}"\n[settings]\nsize = 16\nlr = 0.02\n'
+    )
     out = _cli("run", str(config))
     assert out.returncode == 0, out.stderr
     payload = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -103,8 +123,9 @@ def test_backprop_methods_are_skipped_on_episodic_tasks():
 
 def test_summary_reports_fe_to_target():
     task = tasks.get("digits")
-    runs = [compare.RunResult("m", s, {}, [(0, 0.0, 0.1), (100, 1.0, 0.96), (200, 2.0, 0.97)], 200, 2.0)
-            for s in range(2)]
+    runs = [
+        compare.RunResult("m", s, {}, [(0, 0.0, 0.1), (100, 1.0, 0.96), (200, 2.0, 0.97)], 200, 2.0) for s in range(2)
+    ]
     (row,) = compare.summarize(task, runs)
     assert row["fe_to_target"] == 100 and row["reached"] == 2
     assert row["final_mean"] == pytest.approx(0.97) and row["best_mean"] == pytest.approx(0.97)

@@ -11,6 +11,7 @@ seeds, per-member offsets and fitness values, at most one number per member, cro
 Every test here is marked ``cuda``; tests/conftest.py skips them, with the reason, where torch
 sees no CUDA device.
 """
+
 import io
 import json
 import math
@@ -22,7 +23,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from problems import quadratic, rastrigin
 from torch.nn import functional as F
+from transfers import Crossings
 
 from evograd import (
     FunctionEvaluator,
@@ -45,8 +48,6 @@ from evograd import (
     tasks,
 )
 from evograd import directions as D
-from problems import quadratic, rastrigin
-from transfers import Crossings
 
 pytestmark = pytest.mark.cuda
 CUDA = torch.device("cuda")
@@ -67,10 +68,12 @@ def strategies(size=16):
     """One of each strategy, ``size`` members per generation."""
     return {
         "plus": ScaleFreeEvolution(size=size, mutation=Mutation(kind="cauchy", sigma=0.1)),
-        "comma": ScaleFreeEvolution(size=size, mutation=Mutation(kind="levy", alpha=1.5, sigma=0.1),
-                                    selection="comma", mu=4),
-        "rolling": RollingImprovement(size=size, mutation=Mutation(kind="cauchy", sigma=0.05, clip=3.0,
-                                                                   antithetic=True)),
+        "comma": ScaleFreeEvolution(
+            size=size, mutation=Mutation(kind="levy", alpha=1.5, sigma=0.1), selection="comma", mu=4
+        ),
+        "rolling": RollingImprovement(
+            size=size, mutation=Mutation(kind="cauchy", sigma=0.05, clip=3.0, antithetic=True)
+        ),
         "openes": OpenES(size=size, mutation=Mutation(sigma=0.05, antithetic=True), lr=0.05),
     }
 
@@ -87,10 +90,12 @@ def run_generations(strategy, evaluator, center, generations, seed=0):
 # noise
 
 
-MUTATIONS = [Mutation(kind="gaussian", sigma=0.1, antithetic=True),
-             Mutation(kind="cauchy", sigma=0.1, clip=3.0, sparsity=0.5),
-             Mutation(kind="levy", alpha=1.3, sigma=0.1, scale=torch.linspace(0.5, 2.0, 1000)),
-             Mutation(kind="loguniform", sigma=1.0, log_range=4.0)]
+MUTATIONS = [
+    Mutation(kind="gaussian", sigma=0.1, antithetic=True),
+    Mutation(kind="cauchy", sigma=0.1, clip=3.0, sparsity=0.5),
+    Mutation(kind="levy", alpha=1.3, sigma=0.1, scale=torch.linspace(0.5, 2.0, 1000)),
+    Mutation(kind="loguniform", sigma=1.0, log_range=4.0),
+]
 
 
 @pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: m.kind)
@@ -139,8 +144,12 @@ def test_flat_round_trips_on_the_gpu():
 
 def test_shaping_on_the_gpu_matches_the_cpu():
     fitness = torch.tensor([3.0, 1.0, math.inf, 2.0, math.nan, 1.0, -4.0], dtype=torch.float64)
-    for shape in (shaping.centered_ranks, shaping.zscore, shaping.finite_or_worst,
-                  lambda f: shaping.improvements(2.0, f)):
+    for shape in (
+        shaping.centered_ranks,
+        shaping.zscore,
+        shaping.finite_or_worst,
+        lambda f: shaping.improvements(2.0, f),
+    ):
         want = shape(fitness)
         got = shape(fitness.to(CUDA))
         assert got.device.type == "cuda"
@@ -165,12 +174,13 @@ def test_vmap_evaluator_on_the_gpu_agrees_with_serial_and_with_the_cpu():
     on_cpu = VmapEvaluator(model_cpu, F.cross_entropy, tuple(t.cpu() for t in batch))(center.cpu(), seeds, mutation)
     torch.testing.assert_close(fitness.cpu(), on_cpu, rtol=1e-10, atol=1e-12)
     assert VmapEvaluator(model, F.cross_entropy, batch).chunk_size == evaluate.default_chunk_size(
-        center.numel(), torch.float64, CUDA)
+        center.numel(), torch.float64, CUDA
+    )
 
 
 def test_non_finite_fitness_on_the_gpu_is_ranked_worst():
     def fn(x):
-        out = (x ** 2).sum(1)
+        out = (x**2).sum(1)
         out[::3] = math.nan
         return out
 
@@ -242,8 +252,12 @@ def test_direction_sources_on_the_gpu_match_the_cpu(name):
         model, (x, y) = classification(device, dtype=torch.float64)
         converted = feedback.convert(model, mode=name if name in ("fa", "dfa", "sign") else "fa", seed=0)
         source = SOURCES[name](converted)
-        ctx = D.Context(list(model.parameters()), closure=lambda: F.cross_entropy(converted(x), y),
-                        evaluator=VmapEvaluator(model, F.cross_entropy, (x, y)), samples=len(x))
+        ctx = D.Context(
+            list(model.parameters()),
+            closure=lambda: F.cross_entropy(converted(x), y),
+            evaluator=VmapEvaluator(model, F.cross_entropy, (x, y)),
+            samples=len(x),
+        )
         directions, _ = source.update(source.init(ctx), ctx)
         assert all(d.device.type == device.type for d in directions)
         found[device.type] = torch.cat([d.reshape(-1) for d in directions]).cpu()
@@ -278,10 +292,17 @@ def test_hybrid_optimizer_trains_on_the_gpu_and_resumes_from_its_state_dict():
     x, y = batch
 
     def make(m):
-        direction = D.mix(bp=(0.5, D.chain(D.backprop(), D.normalize())),
-                          evo=(0.5, D.chain(D.improvement(RollingImprovement(size=32), seed=0), D.normalize())))
-        return HybridOptimizer(m.parameters(), direction, base=torch.optim.Adam,
-                               evaluator=VmapEvaluator(m, F.cross_entropy, batch), lr=3e-3)
+        direction = D.mix(
+            bp=(0.5, D.chain(D.backprop(), D.normalize())),
+            evo=(0.5, D.chain(D.improvement(RollingImprovement(size=32), seed=0), D.normalize())),
+        )
+        return HybridOptimizer(
+            m.parameters(),
+            direction,
+            base=torch.optim.Adam,
+            evaluator=VmapEvaluator(m, F.cross_entropy, batch),
+            lr=3e-3,
+        )
 
     optimizer = make(model)
 
@@ -312,8 +333,12 @@ def test_hybrid_optimizer_trains_on_the_gpu_and_resumes_from_its_state_dict():
 
 def test_an_evolution_step_of_the_optimizer_moves_only_seeds_and_fitness():
     model, batch = classification(CUDA, sizes=(64, 256, 20, 5))
-    optimizer = HybridOptimizer(model.parameters(), D.improvement(RollingImprovement(size=64), seed=0),
-                                evaluator=VmapEvaluator(model, F.cross_entropy, batch), lr=0.01)
+    optimizer = HybridOptimizer(
+        model.parameters(),
+        D.improvement(RollingImprovement(size=64), seed=0),
+        evaluator=VmapEvaluator(model, F.cross_entropy, batch),
+        lr=0.01,
+    )
     optimizer.step()
     with Crossings() as crossings:
         optimizer.step()
@@ -374,12 +399,18 @@ def test_a_gpu_checkpoint_resumes_on_either_device(tmp_path):
 
 def test_two_ranks_on_one_gpu_reproduce_the_single_process_gpu_run(tmp_path):
     from test_mpi import MPIEXEC, SCRIPTS, mpirun
+
     if MPIEXEC is None:
         pytest.skip("needs mpiexec and mpi4py: pip install mpi4py mpich")
     pytest.importorskip("mpi4py")
     reference = tmp_path / "reference.pt"
-    subprocess.run([sys.executable, str(SCRIPTS / "spmd_run.py"), "--reference", str(reference), "--device", "cuda"],
-                   check=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(
+        [sys.executable, str(SCRIPTS / "spmd_run.py"), "--reference", str(reference), "--device", "cuda"],
+        check=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     code, out = mpirun(2, SCRIPTS / "spmd_run.py", tmp_path / "spmd.pt", "--device", "cuda", timeout=180)
     assert code == 0, out
     want, got = torch.load(reference), torch.load(tmp_path / "spmd.pt")
@@ -400,16 +431,40 @@ def test_task_metrics_measure_a_gpu_model():
     assert task.metric(model.to(CUDA)) == pytest.approx(want, rel=1e-5)
     split = tasks.teacher()
     labels = split.test_y.argmax(1)
-    assert tasks.accuracy(model, split.test_x, labels) == pytest.approx(tasks.accuracy(model.cpu(), split.test_x,
-                                                                                       labels))
+    assert tasks.accuracy(model, split.test_x, labels) == pytest.approx(
+        tasks.accuracy(model.cpu(), split.test_x, labels)
+    )
 
 
 def test_compare_runs_on_the_gpu_from_the_command_line(tmp_path):
     pytest.importorskip("matplotlib")
-    out = subprocess.run([sys.executable, "-m", "evograd.cli", "compare", "--device", "cuda", "--task", "teacher",
-                          "--methods", "adam", "rolling", "hybrid", "--seeds", "1", "--budget-fe", "300000",
-                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evograd.cli",
+            "compare",
+            "--device",
+            "cuda",
+            "--task",
+            "teacher",
+            "--methods",
+            "adam",
+            "rolling",
+            "hybrid",
+            "--seeds",
+            "1",
+            "--budget-fe",
+            "300000",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert [run["method"] for run in runs] == ["adam", "rolling", "hybrid"]
@@ -446,8 +501,10 @@ def test_a_deap_population_is_scored_on_the_gpu():
     fitness = deap_tools.PopulationFitness(VmapEvaluator(model, F.cross_entropy, batch), device=CUDA)
     got = deap_tools.batch_map(fitness, population)
     model_cpu = tasks.mlp((20, 64, 5), seed=0)
-    want = deap_tools.batch_map(deap_tools.PopulationFitness(
-        VmapEvaluator(model_cpu, F.cross_entropy, tuple(t.cpu() for t in batch))), population)
+    want = deap_tools.batch_map(
+        deap_tools.PopulationFitness(VmapEvaluator(model_cpu, F.cross_entropy, tuple(t.cpu() for t in batch))),
+        population,
+    )
     assert all(isinstance(f, tuple) and len(f) == 1 and isinstance(f[0], float) for f in got)
     np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5)
 
@@ -456,11 +513,13 @@ def test_a_deap_population_is_scored_on_the_gpu():
 def cupy():
     pytest.importorskip("cupy", reason="needs CuPy: pip install 'evograd[gpu]'")
     from evograd import cupy_bridge
+
     return cupy_bridge.require_cupy()
 
 
 def test_cupy_views_share_memory_with_torch(cupy):
     from evograd.cupy_bridge import to_cupy, to_torch
+
     tensor = torch.arange(12, dtype=torch.float32, device=CUDA).view(3, 4)
     array = to_cupy(tensor)
     assert array.data.ptr == tensor.data_ptr() and array.shape == (3, 4)
@@ -474,11 +533,12 @@ def test_cupy_views_share_memory_with_torch(cupy):
 
 def test_cupy_evaluator_hands_over_gpu_memory_without_copies(cupy, monkeypatch):
     from evograd import CupyEvaluator, cupy_bridge
+
     seen, returned = [], []
 
     def cupy_rastrigin(x):
         seen.append((x.data.ptr, x.shape))
-        out = 10 * x.shape[1] + (x ** 2 - 10 * cupy.cos(2 * cupy.pi * x)).sum(1)
+        out = 10 * x.shape[1] + (x**2 - 10 * cupy.cos(2 * cupy.pi * x)).sum(1)
         returned.append(out.data.ptr)
         return out
 
@@ -498,6 +558,7 @@ def test_cupy_evaluator_hands_over_gpu_memory_without_copies(cupy, monkeypatch):
 def test_cupy_bridge_refuses_host_tensors_and_wrong_results(cupy):
     from evograd import CupyEvaluator
     from evograd.cupy_bridge import to_cupy
+
     with pytest.raises(ValueError, match="needs a tensor on a CUDA device"):
         to_cupy(torch.zeros(3))
     with pytest.raises(ValueError, match="scores candidates on a CUDA device"):
@@ -508,7 +569,8 @@ def test_cupy_bridge_refuses_host_tensors_and_wrong_results(cupy):
 
 def test_openes_minimizes_a_cupy_rastrigin(cupy):
     from evograd import CupyEvaluator
-    evaluator = CupyEvaluator(lambda x: 10 * x.shape[1] + (x ** 2 - 10 * cupy.cos(2 * cupy.pi * x)).sum(1))
+
+    evaluator = CupyEvaluator(lambda x: 10 * x.shape[1] + (x**2 - 10 * cupy.cos(2 * cupy.pi * x)).sum(1))
     center = torch.full((10,), 0.3, device=CUDA)
     strategy = OpenES(size=256, mutation=Mutation(sigma=0.1, antithetic=True), lr=0.02)
     state = run_generations(strategy, evaluator, center, 200)

@@ -3,6 +3,7 @@
 The bridge itself (zero-copy views, CupyEvaluator on real candidates) is tested in test_cuda.py,
 where a GPU and CuPy are present.
 """
+
 import sys
 import types
 
@@ -14,10 +15,12 @@ from evograd import CupyEvaluator, cupy_bridge
 
 def fake_cupy(device_count):
     """A stand-in ``cupy`` module whose runtime reports ``device_count`` GPUs, or raises it."""
+
     def count():
         if isinstance(device_count, Exception):
             raise device_count
         return device_count
+
     return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=count)))
 
 
@@ -40,4 +43,3 @@ def test_without_a_device_torch_sees_the_error_says_so(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(1))
     with pytest.raises(RuntimeError, match=r"torch sees 0, CuPy 1.*evograd\[gpu\]"):
         CupyEvaluator(lambda x: x.sum(1))
-

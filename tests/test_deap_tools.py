@@ -1,4 +1,5 @@
 """Tests of evograd.deap_tools: DEAP-shaped operators and batch evaluation of DEAP populations."""
+
 import math
 import random
 
@@ -34,8 +35,11 @@ def test_cauchy_operator_quantiles():
 
 
 def test_levy_operator_quantiles():
-    _quantiles_match(_deltas(deap_tools.mut_levy, mu=0.0, sigma=1.0, alpha=1.5).ravel(),
-                     stats.levy_stable(1.5, 0.0), probs=(0.1, 0.25, 0.5, 0.75, 0.9))
+    _quantiles_match(
+        _deltas(deap_tools.mut_levy, mu=0.0, sigma=1.0, alpha=1.5).ravel(),
+        stats.levy_stable(1.5, 0.0),
+        probs=(0.1, 0.25, 0.5, 0.75, 0.9),
+    )
 
 
 def test_loguniform_operator_lengths():
@@ -48,8 +52,9 @@ def test_indpb_is_respected():
     deltas = _deltas(deap_tools.mut_cauchy, n=2000, dim=50, mu=0.0, sigma=1.0)
     assert (deltas != 0).all()
     rng = np.random.default_rng(1)
-    changed = np.mean([np.mean(np.asarray(deap_tools.mut_cauchy([0.0] * 50, 0.0, 1.0, 0.2, rng=rng)[0]) != 0)
-                       for _ in range(2000)])
+    changed = np.mean(
+        [np.mean(np.asarray(deap_tools.mut_cauchy([0.0] * 50, 0.0, 1.0, 0.2, rng=rng)[0]) != 0) for _ in range(2000)]
+    )
     assert abs(changed - 0.2) < 5 * math.sqrt(0.2 * 0.8 / 100_000)
     assert deap_tools.mut_cauchy([1.0, 2.0], 0.0, 1.0, 0.0, rng=0) == ([1.0, 2.0],)
 
@@ -101,7 +106,7 @@ def test_population_fitness_scores_model_vectors_in_one_batch():
 
 def test_cauchy_runs_inside_deap_ea_mu_plus_lambda():
     toolbox = base.Toolbox()
-    evaluate = deap_tools.PopulationFitness(FunctionEvaluator(lambda x: (x ** 2).sum(1)), dtype=torch.float64)
+    evaluate = deap_tools.PopulationFitness(FunctionEvaluator(lambda x: (x**2).sum(1)), dtype=torch.float64)
     deap_tools.register(toolbox, kind="cauchy", sigma=0.3, indpb=0.3, seed=0, fitness=evaluate)
 
     class Fitness(base.Fitness):
@@ -117,7 +122,8 @@ def test_cauchy_runs_inside_deap_ea_mu_plus_lambda():
     toolbox.register("mate", tools.cxBlend, alpha=0.3)
     toolbox.register("select", tools.selBest)
     random.seed(0)  # DEAP's own variation step draws from `random`; the test fixes it, the library never does
-    final, _ = algorithms.eaMuPlusLambda(population, toolbox, mu=20, lambda_=40, cxpb=0.3, mutpb=0.7, ngen=40,
-                                         verbose=False)
+    final, _ = algorithms.eaMuPlusLambda(
+        population, toolbox, mu=20, lambda_=40, cxpb=0.3, mutpb=0.7, ngen=40, verbose=False
+    )
     best = min(benchmarks.sphere(ind)[0] for ind in final)
     assert best < 0.05  # from ~15 at the start

@@ -1,4 +1,5 @@
 """Tests of evograd.diagnostics: alignment of directions with the backprop gradient."""
+
 import math
 
 import pytest
@@ -55,10 +56,13 @@ def test_optimizer_logs_alignment_of_the_mix_and_its_members():
     """With unit-norm members weighted 50/50, cos(mix, g) = sqrt((1 + c) / 2) where c = cos(evo, g)."""
     model = mlp(seed=0, dtype=torch.float64)
     strategy = RollingImprovement(size=8, mutation=Mutation(sigma=0.01, antithetic=True))
-    direction = D.mix(bp=(0.5, D.chain(D.backprop(), D.normalize())),
-                      evo=(0.5, D.chain(D.improvement(strategy, seed=0), D.normalize())))
-    optimizer = HybridOptimizer(model.parameters(), direction, evaluator=VmapEvaluator(model, F.cross_entropy),
-                                log_alignment_every=2, lr=0.1)
+    direction = D.mix(
+        bp=(0.5, D.chain(D.backprop(), D.normalize())),
+        evo=(0.5, D.chain(D.improvement(strategy, seed=0), D.normalize())),
+    )
+    optimizer = HybridOptimizer(
+        model.parameters(), direction, evaluator=VmapEvaluator(model, F.cross_entropy), log_alignment_every=2, lr=0.1
+    )
     gen = torch.Generator().manual_seed(0)
     for _ in range(6):
         x, y = torch.randn(32, 64, generator=gen, dtype=torch.float64), torch.randint(0, 10, (32,), generator=gen)

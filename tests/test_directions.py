@@ -1,14 +1,15 @@
 """Tests of evograd.directions: the sources' estimates, the combinators, states as plain data."""
+
 import math
 
 import pytest
 import torch
+from problems import quadratic
 from torch.nn import functional as F
 
 from evograd import FunctionEvaluator, Mutation, OpenES, RollingImprovement, VmapEvaluator, feedback
 from evograd import directions as D
 from evograd.tasks import mlp
-from problems import quadratic
 
 torch.set_num_threads(1)
 
@@ -66,9 +67,10 @@ def test_improvement_and_es_point_uphill_like_the_gradient():
     value, grad = quadratic(20)
     x = torch.linspace(-1, 1, 20, dtype=torch.float64)
     evaluator = FunctionEvaluator(value)
-    for source in (D.improvement(RollingImprovement(size=32, mutation=Mutation(sigma=0.01, antithetic=True)),
-                                 seed=0),
-                   D.es(OpenES(size=32, mutation=Mutation(sigma=0.01, antithetic=True)), seed=0)):
+    for source in (
+        D.improvement(RollingImprovement(size=32, mutation=Mutation(sigma=0.01, antithetic=True)), seed=0),
+        D.es(OpenES(size=32, mutation=Mutation(sigma=0.01, antithetic=True)), seed=0),
+    ):
         ctx = D.Context([x], evaluator=evaluator)
         state = source.init(ctx)
         for step in range(30):  # the center is re-synced each step; x does not move here
@@ -112,13 +114,14 @@ def test_combinators():
 
     def closure():
         x.grad = None
-        loss = (x ** 2).sum()
+        loss = (x**2).sum()
         loss.backward()
         return loss
 
     ctx = D.Context([x], closure=closure)
-    mixed, state = D.mix(one=(0.25, D.backprop()), two=(lambda step: 0.5, D.chain(D.backprop(), D.normalize())))\
-        .update({"one": None, "two": None}, ctx)
+    mixed, state = D.mix(one=(0.25, D.backprop()), two=(lambda step: 0.5, D.chain(D.backprop(), D.normalize()))).update(
+        {"one": None, "two": None}, ctx
+    )
     gradient = torch.tensor([2.0, 4.0])
     torch.testing.assert_close(mixed[0], 0.25 * gradient + 0.5 * gradient / gradient.norm())
     assert state == {"one": None, "two": None}
@@ -134,9 +137,11 @@ def test_combinators():
 
 def test_plain_restore_round_trip_keys_states_by_name():
     x = torch.zeros(6, dtype=torch.float64)
-    evaluator = FunctionEvaluator(lambda v: (v ** 2).sum(1))
-    source = D.mix(evo=(1.0, D.improvement(RollingImprovement(size=4, mutation=Mutation(antithetic=True)), seed=0)),
-                   bp=(0.0, D.backprop()))
+    evaluator = FunctionEvaluator(lambda v: (v**2).sum(1))
+    source = D.mix(
+        evo=(1.0, D.improvement(RollingImprovement(size=4, mutation=Mutation(antithetic=True)), seed=0)),
+        bp=(0.0, D.backprop()),
+    )
     ctx = D.Context([x], evaluator=evaluator)
     _, state = source.update(source.init(ctx), ctx)
     saved = D.plain(state)

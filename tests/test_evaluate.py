@@ -1,4 +1,5 @@
 """Tests of evograd.evaluate: vectorized evaluation equals the serial reference."""
+
 import pytest
 import torch
 from torch import nn
@@ -58,8 +59,7 @@ def test_chunk_size_does_not_change_results_and_model_is_untouched():
 
 
 def test_non_finite_losses_are_reported_as_inf():
-    evaluate = FunctionEvaluator(lambda x: torch.where(x[:, 0] > 0, torch.full_like(x[:, 0], float("nan")),
-                                                       x[:, 0]))
+    evaluate = FunctionEvaluator(lambda x: torch.where(x[:, 0] > 0, torch.full_like(x[:, 0], float("nan")), x[:, 0]))
     fitness = evaluate(torch.zeros(3), noise.member_seeds(0, 0, 20), Mutation(sigma=1.0))
     rows = noise.sample(Mutation(sigma=1.0), noise.member_seeds(0, 0, 20), 3)
     positive = rows[:, 0] > 0
@@ -98,8 +98,9 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="chunk_size"):
         VmapEvaluator(model, F.cross_entropy, batch, chunk_size=0)
     with pytest.raises(ValueError, match="parameters"):
-        VmapEvaluator(model, F.cross_entropy, batch)(torch.zeros(5, dtype=torch.float64),
-                                                      noise.member_seeds(0, 0, 2), Mutation())
+        VmapEvaluator(model, F.cross_entropy, batch)(
+            torch.zeros(5, dtype=torch.float64), noise.member_seeds(0, 0, 2), Mutation()
+        )
     with pytest.raises(ValueError, match="no batch"):
         VmapEvaluator(model, F.cross_entropy)(flat.flatten(model), noise.member_seeds(0, 0, 2), Mutation())
     with pytest.raises(ValueError, match="exactly one"):

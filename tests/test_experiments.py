@@ -1,4 +1,5 @@
 """The ``evograd experiment`` commands: quick runs end to end, output structure, and the verdict rules."""
+
 import contextlib
 import io
 import json
@@ -45,9 +46,11 @@ def test_quick_run_writes_json_table_png_and_verdict(quick_runs, name):
 def test_probes_numbers_cover_every_kind_weighting_and_n(quick_runs):
     numbers = json.loads((quick_runs["probes"][2] / "probes.json").read_text())["numbers"]
     assert {(r["kind"], r["weighting"]) for r in numbers["cosines"]} == {
-        (k, w) for k in probes.KINDS for w in probes.WEIGHTINGS}
-    assert all(len(r["cosine"]) == len(numbers["ns"]) and all(-1 <= c <= 1 for c in r["cosine"])
-               for r in numbers["cosines"])
+        (k, w) for k in probes.KINDS for w in probes.WEIGHTINGS
+    }
+    assert all(
+        len(r["cosine"]) == len(numbers["ns"]) and all(-1 <= c <= 1 for c in r["cosine"]) for r in numbers["cosines"]
+    )
 
 
 def test_alignment_backprop_has_zero_angle(quick_runs):
@@ -75,10 +78,16 @@ def test_cuda_without_a_gpu_is_one_line_exit_2(tmp_path, capsys):
 
 
 def _probes_numbers(gauss_cos, best_cos, gauss_acc, best_acc):
-    cos = [{"kind": k, "weighting": w, "depth": 4, "cosine": [c]}
-           for k, c in (("gaussian", gauss_cos), ("loguniform", best_cos), ("cauchy", 0.0)) for w in probes.WEIGHTINGS]
-    acc = [{"kind": k, "weighting": w, "train_accuracy": a}
-           for k, a in (("gaussian", gauss_acc), ("loguniform", best_acc), ("cauchy", 0.1)) for w in probes.WEIGHTINGS]
+    cos = [
+        {"kind": k, "weighting": w, "depth": 4, "cosine": [c]}
+        for k, c in (("gaussian", gauss_cos), ("loguniform", best_cos), ("cauchy", 0.0))
+        for w in probes.WEIGHTINGS
+    ]
+    acc = [
+        {"kind": k, "weighting": w, "train_accuracy": a}
+        for k, a in (("gaussian", gauss_acc), ("loguniform", best_acc), ("cauchy", 0.1))
+        for w in probes.WEIGHTINGS
+    ]
     return {"ns": [256], "verdict_n": 256, "depths": [4], "seeds": 3, "cosines": cos, "training": acc}
 
 
@@ -90,9 +99,18 @@ def test_verdict_probes_both_outcomes():
 
 
 def _alignment_numbers(fa_acc, noise_acc, fa_angle=45.0, noise_angle=89.0):
-    runs = [{"rule": rule, "depth": d, "seed": 0, "test_accuracy": acc, "epochs": [0, 1],
-             "angles": {"0.weight": [90.0, angle], "2.weight": [90.0, angle]}}
-            for rule, acc, angle in (("fa", fa_acc, fa_angle), ("noise", noise_acc, noise_angle)) for d in (2, 4)]
+    runs = [
+        {
+            "rule": rule,
+            "depth": d,
+            "seed": 0,
+            "test_accuracy": acc,
+            "epochs": [0, 1],
+            "angles": {"0.weight": [90.0, angle], "2.weight": [90.0, angle]},
+        }
+        for rule, acc, angle in (("fa", fa_acc, fa_angle), ("noise", noise_acc, noise_angle))
+        for d in (2, 4)
+    ]
     return {"depths": [2, 4], "seeds": 1, "runs": runs}
 
 
@@ -107,8 +125,16 @@ def _random_label_numbers(shuffled_fe, reached=True):
     runs = []
     for m in random_labels.METHODS:
         runs.append({"method": m, "labels": "true", "seed": 0, "fe": 1000, "seconds": 1.0, "reached": True})
-        runs.append({"method": m, "labels": "shuffled", "seed": 0, "fe": shuffled_fe, "seconds": 2.0,
-                     "reached": reached or m != "evolution"})
+        runs.append(
+            {
+                "method": m,
+                "labels": "shuffled",
+                "seed": 0,
+                "fe": shuffled_fe,
+                "seconds": 2.0,
+                "reached": reached or m != "evolution",
+            }
+        )
     return {"n_train": 256, "caps": {m: 10_000 for m in random_labels.METHODS}, "seeds": 1, "runs": runs}
 
 
@@ -131,8 +157,13 @@ def test_random_labels_ratio_is_undefined_when_true_labels_are_not_fitted():
 def _layers_numbers(**accs):
     base = dict.fromkeys(layers.ARMS, 0.8)
     base.update({k.replace("_", "-"): v for k, v in accs.items()})
-    return {"depth": 4, "fe": 1000, "ratio": 4.0, "seeds": 1,
-            "runs": [{"arm": a, "seed": 0, "test_accuracy": v} for a, v in base.items()]}
+    return {
+        "depth": 4,
+        "fe": 1000,
+        "ratio": 4.0,
+        "seeds": 1,
+        "runs": [{"arm": a, "seed": 0, "test_accuracy": v} for a, v in base.items()],
+    }
 
 
 def test_verdict_layers_both_outcomes():
@@ -144,10 +175,11 @@ def test_verdict_layers_both_outcomes():
 
 def test_layer_factors_keep_the_mean_square_and_order():
     from evograd import tasks
+
     model = tasks.mlp((8, 6, 6, 3), seed=0)
     for arm in layers.SCALES:
         factors = layers.layer_factors(model, arm, 4.0)
         sizes = {n: sum(p.numel() for p in model.get_submodule(n).parameters()) for n in factors}
-        assert sum(sizes[n] * f ** 2 for n, f in factors.items()) / sum(sizes.values()) == pytest.approx(1.0)
+        assert sum(sizes[n] * f**2 for n, f in factors.items()) / sum(sizes.values()) == pytest.approx(1.0)
     bottom = list(layers.layer_factors(model, "bottom-heavy", 4.0).values())
     assert bottom == sorted(bottom, reverse=True) and bottom[0] / bottom[-1] == pytest.approx(4.0)

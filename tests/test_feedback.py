@@ -1,4 +1,5 @@
 """Tests for evograd.feedback: reference equalities in float64, seeds, errors, digits convergence."""
+
 import copy
 import math
 
@@ -34,8 +35,14 @@ def mlp(*sizes: int, seed: int = 0) -> nn.Sequential:
 
 
 def cnn(seed: int = 0) -> nn.Sequential:
-    net = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1, stride=2), nn.ReLU(),
-                        nn.Flatten(), nn.Linear(3 * 3 * 3, 5))
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3),
+        nn.ReLU(),
+        nn.Conv2d(4, 3, 3, padding=1, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 3 * 3, 5),
+    )
     return _init(net, seed)
 
 
@@ -58,6 +65,7 @@ CNN_CASE = (cnn, (3, 2, 8, 8), (3, 5))
 
 
 # --- reference equalities -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("make, x_shape, y_shape", [MLP_CASE, CNN_CASE], ids=["mlp", "cnn"])
 def test_fa_with_feedback_tied_to_weight_equals_autograd(make, x_shape, y_shape):
@@ -186,6 +194,7 @@ def test_noise_has_the_true_norm_and_is_uncorrelated():
 
 # --- seeds, buffers, state_dict -------------------------------------------------------------------
 
+
 def _matrices(net, x, rule, seed, scale=None):
     """A converted model after one forward pass, its drawn feedback layers and their matrices."""
     converted = feedback.convert(net, mode=rule, seed=seed, scale=scale)
@@ -211,8 +220,9 @@ def test_feedback_matrices_are_reproducible_and_saved(rule):
     assert fresh.to(torch.float32)[2].feedback.dtype == torch.float32  # buffers move with .to()
 
 
-@pytest.mark.parametrize("rule, fan_in", [("fa", lambda layer: layer.weight[0].numel()),
-                                          ("dfa", lambda layer: 5)])  # DFA: n_out of the model
+@pytest.mark.parametrize(
+    "rule, fan_in", [("fa", lambda layer: layer.weight[0].numel()), ("dfa", lambda layer: 5)]
+)  # DFA: n_out of the model
 def test_scale_sets_the_feedback_std(rule, fan_in):
     net, x = cnn(), randn(3, 2, 8, 8)
     *_, unit = _matrices(net, x, rule, seed=0, scale=1.0)
@@ -234,6 +244,7 @@ def test_library_never_touches_the_global_rng():
 
 
 # --- mode, feedback_gradients ---------------------------------------------------------------------
+
 
 def test_feedback_gradients_restores_grad_and_accepts_both_closure_styles():
     net = mlp(6, 7, 4)
@@ -285,6 +296,7 @@ def test_mode_rejects_rules_a_layer_cannot_run():
 
 # --- errors ---------------------------------------------------------------------------------------
 
+
 class Scaled(nn.Module):
     def __init__(self):
         super().__init__()
@@ -294,8 +306,10 @@ class Scaled(nn.Module):
         return self.gain * x
 
 
-@pytest.mark.parametrize("layer, name", [(nn.BatchNorm1d(3), "BatchNorm1d"), (nn.LayerNorm(3), "LayerNorm"),
-                                         (Scaled(), "Scaled"), (nn.LSTM(3, 3), "LSTM")])
+@pytest.mark.parametrize(
+    "layer, name",
+    [(nn.BatchNorm1d(3), "BatchNorm1d"), (nn.LayerNorm(3), "LayerNorm"), (Scaled(), "Scaled"), (nn.LSTM(3, 3), "LSTM")],
+)
 def test_unsupported_layers_are_named(layer, name):
     with pytest.raises(TypeError, match=name):
         feedback.convert(nn.Sequential(nn.Linear(3, 3), layer), mode="fa")
@@ -318,6 +332,7 @@ def test_bad_arguments_raise():
 
 
 # --- convergence ----------------------------------------------------------------------------------
+
 
 def _digits_accuracy(init, rule, seed, x_tr, y_tr, x_te, y_te, epochs=30):
     """Test accuracy (%) of a copy of ``init`` trained under ``rule`` with Adam."""
@@ -349,8 +364,9 @@ def test_fa_and_dfa_match_backprop_on_digits(seed):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matmuls: threads only oversubscribe shared CI cores (4x slower)
     try:
-        accuracy = {rule: _digits_accuracy(init, rule, seed, x_tr, y_tr, x_te, y_te)
-                    for rule in ["bp", "fa", "dfa", "noise"]}
+        accuracy = {
+            rule: _digits_accuracy(init, rule, seed, x_tr, y_tr, x_te, y_te) for rule in ["bp", "fa", "dfa", "noise"]
+        }
     finally:
         torch.set_num_threads(threads)
     # acceptance criterion: within 2 points of backprop; noise (hidden layer driven by noise) clearly worse

@@ -1,4 +1,5 @@
 """Tests of evograd.flat: the flat vector and the named parameters are the same numbers."""
+
 import pytest
 import torch
 from torch import nn

@@ -4,6 +4,7 @@ Tests marked ``mpi`` launch ``mpiexec -n N <python> -m mpi4py script`` in a subp
 session with a timeout, and kill the whole process group if it runs over (so a hang fails the test
 instead of the suite). The other tests need neither MPI nor mpi4py.
 """
+
 import contextlib
 import dataclasses
 import importlib.util
@@ -27,8 +28,10 @@ SCRIPTS = ROOT / "tests" / "mpi_scripts"
 TRAIN = ROOT / "mpi" / "train.py"
 _BESIDE = pathlib.Path(sys.executable).parent / "mpiexec"
 MPIEXEC = str(_BESIDE) if _BESIDE.exists() else shutil.which("mpiexec")
-needs_mpi = pytest.mark.skipif(MPIEXEC is None or importlib.util.find_spec("mpi4py") is None,
-                               reason="needs mpiexec and mpi4py: pip install mpi4py mpich")
+needs_mpi = pytest.mark.skipif(
+    MPIEXEC is None or importlib.util.find_spec("mpi4py") is None,
+    reason="needs mpiexec and mpi4py: pip install mpi4py mpich",
+)
 
 
 def mpirun(n, script, *args, timeout=60, wait=True):
@@ -36,8 +39,9 @@ def mpirun(n, script, *args, timeout=60, wait=True):
     path = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "OMP_NUM_THREADS": "1"}
     command = [MPIEXEC, "-n", str(n), sys.executable, "-m", "mpi4py", str(script), *map(str, args)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+    )
     if not wait:
         return proc
     return finish(proc, timeout)
@@ -71,15 +75,22 @@ def test_split_covers_every_index_once_balanced_and_aligned(n, parts, block):
     assert all(share.start % block == 0 for share in shares if share.start < n)
 
 
-@pytest.mark.parametrize("kwargs, name", [(dict(n=-1, parts=2), "n"), (dict(n=4, parts=0), "parts"),
-                                          (dict(n=4, parts=2, block=0), "block"), (dict(n=4.0, parts=2), "n")])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(n=-1, parts=2), "n"),
+        (dict(n=4, parts=0), "parts"),
+        (dict(n=4, parts=2, block=0), "block"),
+        (dict(n=4.0, parts=2), "n"),
+    ],
+)
 def test_split_refuses_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         split(**kwargs)
 
 
 def test_missing_mpi_names_the_extra(monkeypatch):
-    sphere = FunctionEvaluator(lambda x: (x ** 2).sum(1))
+    sphere = FunctionEvaluator(lambda x: (x**2).sum(1))
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # not installed: ImportError
     with pytest.raises(ImportError, match=r"evograd\[mpi\]"):
         MPIEvaluator(sphere)
@@ -115,8 +126,13 @@ def test_state_digest_sees_every_part_of_a_state():
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "reference.pt"
-    subprocess.run([sys.executable, str(SCRIPTS / "spmd_run.py"), "--reference", str(out)], check=True, timeout=60,
-                   cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(
+        [sys.executable, str(SCRIPTS / "spmd_run.py"), "--reference", str(out)],
+        check=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     return torch.load(out)
 
 
@@ -152,12 +168,27 @@ def test_check_sync_catches_a_desynchronized_rank_on_every_rank():
     code, out = mpirun(3, SCRIPTS / "desync.py")
     assert code == 0, out
     for rank in range(3):
-        assert (f"rank {rank} caught SyncError: ranks out of sync at generation 4: rank(s) [1] differ from "
-                f"rank(s) [0, 2]") in out, out
+        assert (
+            f"rank {rank} caught SyncError: ranks out of sync at generation 4: rank(s) [1] differ from rank(s) [0, 2]"
+        ) in out, out
 
 
-TRAIN_ARGS = ("--task", "teacher", "--strategy", "openes", "--population", "16", "--chunk-size", "4",
-              "--batch-size", "64", "--checkpoint-every", "5", "--log-every", "1000")
+TRAIN_ARGS = (
+    "--task",
+    "teacher",
+    "--strategy",
+    "openes",
+    "--population",
+    "16",
+    "--chunk-size",
+    "4",
+    "--batch-size",
+    "64",
+    "--checkpoint-every",
+    "5",
+    "--log-every",
+    "1000",
+)
 
 
 def generation_of(path):

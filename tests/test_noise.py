@@ -1,4 +1,5 @@
 """Tests of evograd.noise: determinism per seed, distributions, and every mutation option."""
+
 import math
 
 import pytest
@@ -103,8 +104,7 @@ def test_loguniform_magnitudes_are_uniform_per_octave():
 
 
 def test_loguniform_directions_are_isotropic():
-    rows = noise.sample(Mutation(kind="loguniform", sigma=1.0), noise.member_seeds(2, 0, 4000), 3,
-                        dtype=torch.float64)
+    rows = noise.sample(Mutation(kind="loguniform", sigma=1.0), noise.member_seeds(2, 0, 4000), 3, dtype=torch.float64)
     units = rows / rows.norm(dim=1, keepdim=True)
     # the mean of n unit vectors in R^3 has norm ~ 1/sqrt(n) = 0.016; 0.06 is ~4 of those
     assert float(units.mean(0).norm()) < 0.06
@@ -145,8 +145,7 @@ def test_per_layer_scales_land_on_the_right_slices():
     chunks = torch.cat([r for _, r in noise.iter_rows(scaled, seeds, layout.dim, chunk_size=4, layout=layout)])
     assert torch.equal(chunks, rows), "iter_rows resolves the names once and gives the same rows"
     vector = torch.linspace(0.5, 2.0, layout.dim)
-    torch.testing.assert_close(noise.sample(Mutation(kind="cauchy", scale=vector), seeds, layout.dim),
-                               base * vector)
+    torch.testing.assert_close(noise.sample(Mutation(kind="cauchy", scale=vector), seeds, layout.dim), base * vector)
 
 
 def test_scale_by_name_needs_a_layout_and_known_names():
@@ -157,10 +156,21 @@ def test_scale_by_name_needs_a_layout_and_known_names():
         Mutation(scale={"9": 2.0}).resolve(torch.nn.Linear(2, 2))
 
 
-@pytest.mark.parametrize("field, value", [
-    ("kind", "uniform"), ("sigma", 0.0), ("sigma", float("nan")), ("alpha", 0.0), ("alpha", 2.5),
-    ("sparsity", 1.0), ("sparsity", -0.1), ("clip", 0.0), ("log_range", -1.0), ("antithetic", 1),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("kind", "uniform"),
+        ("sigma", 0.0),
+        ("sigma", float("nan")),
+        ("alpha", 0.0),
+        ("alpha", 2.5),
+        ("sparsity", 1.0),
+        ("sparsity", -0.1),
+        ("clip", 0.0),
+        ("log_range", -1.0),
+        ("antithetic", 1),
+    ],
+)
 def test_bad_mutation_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         Mutation(**{field: value})

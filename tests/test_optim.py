@@ -1,4 +1,5 @@
 """Tests of evograd.optim: HybridOptimizer is a torch optimizer whose direction is a mix."""
+
 import importlib.util
 import io
 import pathlib
@@ -7,7 +8,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from evograd import HybridOptimizer, Mutation, RollingImprovement, VmapEvaluator, directions as D
+from evograd import HybridOptimizer, Mutation, RollingImprovement, VmapEvaluator
+from evograd import directions as D
 from evograd.tasks import mlp
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -16,8 +18,10 @@ torch.set_num_threads(1)
 
 def batches(steps, n=16, seed=0, dtype=torch.float64):
     gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(n, 64, generator=gen, dtype=dtype), torch.randint(0, 10, (n,), generator=gen))
-            for _ in range(steps)]
+    return [
+        (torch.randn(n, 64, generator=gen, dtype=dtype), torch.randint(0, 10, (n,), generator=gen))
+        for _ in range(steps)
+    ]
 
 
 def closure_for(optimizer, model, x, y):
@@ -26,6 +30,7 @@ def closure_for(optimizer, model, x, y):
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         return loss
+
     return closure
 
 
@@ -33,10 +38,13 @@ def strategy(size=8):
     return RollingImprovement(size=size, mutation=Mutation(kind="cauchy", sigma=0.01, clip=3.0, antithetic=True))
 
 
-@pytest.mark.parametrize("base, options", [
-    (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "nesterov": True}),
-    (torch.optim.Adam, {"lr": 1e-2, "weight_decay": 1e-3, "amsgrad": True}),
-])
+@pytest.mark.parametrize(
+    "base, options",
+    [
+        (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "nesterov": True}),
+        (torch.optim.Adam, {"lr": 1e-2, "weight_decay": 1e-3, "amsgrad": True}),
+    ],
+)
 def test_backprop_equals_torch_optimizer_step_for_step(base, options):
     plain_model, hybrid_model = mlp(seed=0, dtype=torch.float64), mlp(seed=0, dtype=torch.float64)
     plain = base(plain_model.parameters(), **options)
@@ -72,9 +80,12 @@ def test_per_group_directions_touch_only_their_groups():
     model = mlp(seed=0, dtype=torch.float64)
     evaluator = VmapEvaluator(model, F.cross_entropy)
     evo = D.improvement(strategy(), seed=0)
-    optimizer = HybridOptimizer([{"params": model[0].parameters(), "direction": evo},
-                                 {"params": model[2].parameters(), "lr": 0.05}], D.backprop(), lr=0.1,
-                                evaluator=evaluator)
+    optimizer = HybridOptimizer(
+        [{"params": model[0].parameters(), "direction": evo}, {"params": model[2].parameters(), "lr": 0.05}],
+        D.backprop(),
+        lr=0.1,
+        evaluator=evaluator,
+    )
     x, y = batches(1)[0]
     top_before = [p.detach().clone() for p in model[2].parameters()]
     optimizer.zero_grad()
@@ -89,14 +100,15 @@ def test_per_group_directions_touch_only_their_groups():
     assert torch.equal(state.mutation.scale[:bottom], torch.ones(bottom, dtype=torch.float64))
     assert not state.mutation.scale[bottom:].any()  # mutations never touch the top layer ...
     assert not state.estimate[bottom:].any() and state.estimate[:bottom].any()  # ... nor does the estimate
-    assert torch.equal(model[0].weight.grad.reshape(-1), -state.estimate[:model[0].weight.numel()])
+    assert torch.equal(model[0].weight.grad.reshape(-1), -state.estimate[: model[0].weight.numel()])
     assert optimizer.fe == 9 * 16 + 3 * 16  # parent and 8 mutations, then forward + backward, 16 samples
 
 
 def test_mix_skips_sources_weighted_zero_and_counts_fe():
     model = mlp(seed=0)
-    direction = D.mix(evo=(D.anneal(1.0, 0.0, 2), D.improvement(strategy(), seed=0)),
-                      bp=(D.anneal(0.0, 1.0, 2), D.backprop()))
+    direction = D.mix(
+        evo=(D.anneal(1.0, 0.0, 2), D.improvement(strategy(), seed=0)), bp=(D.anneal(0.0, 1.0, 2), D.backprop())
+    )
     optimizer = HybridOptimizer(model.parameters(), direction, evaluator=VmapEvaluator(model, F.cross_entropy))
     spent = []
     for x, y in batches(4, dtype=torch.float32):
@@ -127,12 +139,19 @@ def test_closure_that_only_returns_the_loss_is_backpropagated():
 
 
 def _hybrid_run(model, evaluator, steps, *, state=None):
-    direction = D.mix(bp=(0.5, D.chain(D.backprop(), D.normalize())),
-                      evo=(0.3, D.chain(D.improvement(strategy(), seed=3), D.clip_norm(1.0))),
-                      zo=(0.2, D.spsa(seed=4, eps=1e-4)))
-    optimizer = HybridOptimizer([{"params": model[0].parameters(), "direction": D.forward_gradient(seed=5)},
-                                 {"params": model[2].parameters()}], direction, base=torch.optim.Adam,
-                                evaluator=evaluator, lr=1e-2, weight_decay=1e-3)
+    direction = D.mix(
+        bp=(0.5, D.chain(D.backprop(), D.normalize())),
+        evo=(0.3, D.chain(D.improvement(strategy(), seed=3), D.clip_norm(1.0))),
+        zo=(0.2, D.spsa(seed=4, eps=1e-4)),
+    )
+    optimizer = HybridOptimizer(
+        [{"params": model[0].parameters(), "direction": D.forward_gradient(seed=5)}, {"params": model[2].parameters()}],
+        direction,
+        base=torch.optim.Adam,
+        evaluator=evaluator,
+        lr=1e-2,
+        weight_decay=1e-3,
+    )
     if state is not None:
         optimizer.load_state_dict(state)
     return optimizer
@@ -167,14 +186,19 @@ def test_state_dict_round_trip_equals_an_uninterrupted_run():
 def test_load_state_dict_refuses_other_names_and_groups():
     model = mlp(seed=0)
     evaluator = VmapEvaluator(model, F.cross_entropy)
-    saved = HybridOptimizer(model.parameters(), D.mix(bp=(1.0, D.backprop()), evo=(1.0, D.improvement(
-        strategy(), seed=0))), evaluator=evaluator).state_dict()
-    renamed = HybridOptimizer(model.parameters(), D.mix(bp=(1.0, D.backprop()), es=(1.0, D.improvement(
-        strategy(), seed=0))), evaluator=evaluator)
+    saved = HybridOptimizer(
+        model.parameters(),
+        D.mix(bp=(1.0, D.backprop()), evo=(1.0, D.improvement(strategy(), seed=0))),
+        evaluator=evaluator,
+    ).state_dict()
+    renamed = HybridOptimizer(
+        model.parameters(),
+        D.mix(bp=(1.0, D.backprop()), es=(1.0, D.improvement(strategy(), seed=0))),
+        evaluator=evaluator,
+    )
     with pytest.raises(ValueError, match=r"unknown source name\(s\) \['evo'\]"):
         renamed.load_state_dict(saved)
-    grouped = HybridOptimizer([{"params": model[0].parameters()}, {"params": model[2].parameters()}],
-                              D.backprop())
+    grouped = HybridOptimizer([{"params": model[0].parameters()}, {"params": model[2].parameters()}], D.backprop())
     with pytest.raises(ValueError, match="mismatched param groups"):
         grouped.load_state_dict(saved)
     with pytest.raises(ValueError, match="no 'hybrid' entry"):
@@ -189,8 +213,9 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="positive sum"):
         HybridOptimizer(model.parameters(), D.mix(bp=(-0.5, D.backprop()), fg=(0.2, D.backprop())))
     with pytest.raises(TypeError, match="param group 1's 'direction' must be a direction source"):
-        HybridOptimizer([{"params": model[0].parameters()}, {"params": model[2].parameters(), "direction": "bp"}],
-                        D.backprop())
+        HybridOptimizer(
+            [{"params": model[0].parameters()}, {"params": model[2].parameters(), "direction": "bp"}], D.backprop()
+        )
     with pytest.raises(TypeError, match="base must be a torch.optim.Optimizer class"):
         HybridOptimizer(model.parameters(), D.backprop(), base=torch.optim.SGD(model.parameters()))
     optimizer = HybridOptimizer(model.parameters(), D.backprop())

@@ -1,4 +1,5 @@
 """Tests of evograd.population: the ask/tell strategies."""
+
 import dataclasses
 import json
 import math
@@ -8,15 +9,16 @@ import sys
 
 import pytest
 import torch
+from problems import quadratic, rastrigin, sphere
 
 from evograd import FunctionEvaluator, Mutation, OpenES, RollingImprovement, ScaleFreeEvolution, noise
-from problems import quadratic, rastrigin, sphere
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STRATEGIES = {
     "ScaleFreeEvolution": lambda: ScaleFreeEvolution(size=8, mutation=Mutation(kind="cauchy", sigma=0.3)),
-    "RollingImprovement": lambda: RollingImprovement(size=8, mutation=Mutation(kind="loguniform", sigma=1.0,
-                                                                               antithetic=True)),
+    "RollingImprovement": lambda: RollingImprovement(
+        size=8, mutation=Mutation(kind="loguniform", sigma=1.0, antithetic=True)
+    ),
     "OpenES": lambda: OpenES(size=8, mutation=Mutation(kind="gaussian", sigma=0.3, antithetic=True), lr=0.1),
 }
 
@@ -43,8 +45,14 @@ def golden_run(name: str) -> list[dict]:
         seeds = strategy.ask(state)
         fitness = evaluate(state.center, seeds, state.mutation)
         state, _ = strategy.tell(state, seeds, fitness)
-        steps.append({"seeds": seeds.tolist(), "fitness": fitness.tolist(), "center": state.center.tolist(),
-                      "sigma": state.mutation.sigma})
+        steps.append(
+            {
+                "seeds": seeds.tolist(),
+                "fitness": fitness.tolist(),
+                "center": state.center.tolist(),
+                "sigma": state.mutation.sigma,
+            }
+        )
     return steps
 
 
@@ -84,7 +92,7 @@ def test_non_finite_fitness_never_reaches_the_state(name):
     strategy = STRATEGIES[name]()
     value, _ = quadratic(5)
     state = strategy.init(torch.ones(5, dtype=torch.float64), seed=0)
-    for generation in range(10):
+    for _ in range(10):
         seeds = strategy.ask(state)
         fitness = FunctionEvaluator(value)(state.center, seeds, state.mutation)
         fitness[1::3] = float("nan")
@@ -108,8 +116,11 @@ def test_cauchy_beats_gaussian_on_rastrigin_10():
     Same (1+16) strategy, same 300 generations (5,100 evaluations) and same starts; mean final fitness
     over 5 seeds. Measured when written: Cauchy ~28, Gaussian ~67.
     """
+
     def final(kind, seed):
-        start = (torch.rand(10, generator=torch.Generator().manual_seed(100 + seed), dtype=torch.float64) * 2 - 1) * 5.12
+        start = (
+            torch.rand(10, generator=torch.Generator().manual_seed(100 + seed), dtype=torch.float64) * 2 - 1
+        ) * 5.12
         strategy = ScaleFreeEvolution(size=16, mutation=Mutation(kind=kind, sigma=1.0))
         state, _ = run(strategy, FunctionEvaluator(rastrigin), start, 300, seed=seed)
         return state.fitness
@@ -120,8 +131,9 @@ def test_cauchy_beats_gaussian_on_rastrigin_10():
 
 
 def test_comma_selection_recombines_the_mu_best():
-    strategy = ScaleFreeEvolution(size=10, mu=3, selection="comma", adapt_sigma=False,
-                                  mutation=Mutation(kind="gaussian", sigma=0.5))
+    strategy = ScaleFreeEvolution(
+        size=10, mu=3, selection="comma", adapt_sigma=False, mutation=Mutation(kind="gaussian", sigma=0.5)
+    )
     state = strategy.init(torch.zeros(4, dtype=torch.float64), seed=3)
     seeds = strategy.ask(state)
     fitness = torch.arange(11, dtype=torch.float64).flip(0)  # the last members are the best
@@ -141,11 +153,14 @@ def test_one_fifth_rule_moves_sigma_both_ways():
     assert torch.equal(strategy.tell(state, seeds, none_better)[0].center, state.center), "elitist"
 
 
-@pytest.mark.parametrize("mutation", [
-    Mutation(kind="gaussian", sigma=0.01, antithetic=True),
-    Mutation(kind="loguniform", sigma=0.1, antithetic=True),
-    Mutation(kind="cauchy", sigma=0.01, clip=3.0, antithetic=True),
-])
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        Mutation(kind="gaussian", sigma=0.01, antithetic=True),
+        Mutation(kind="loguniform", sigma=0.1, antithetic=True),
+        Mutation(kind="cauchy", sigma=0.01, clip=3.0, antithetic=True),
+    ],
+)
 def test_rolling_estimate_points_along_the_negative_gradient(mutation):
     """With the center held still (lr=0), the rolling estimate must align with -grad."""
     value, grad = quadratic(30)
@@ -159,8 +174,9 @@ def test_rolling_estimate_points_along_the_negative_gradient(mutation):
 def test_rolling_improvement_descends_a_quadratic():
     value, _ = quadratic(30)
     center = torch.linspace(-1, 1, 30, dtype=torch.float64)
-    strategy = RollingImprovement(size=16, mutation=Mutation(kind="loguniform", sigma=0.05, antithetic=True),
-                                  lr=0.05, lr_decay=0.99)
+    strategy = RollingImprovement(
+        size=16, mutation=Mutation(kind="loguniform", sigma=0.05, antithetic=True), lr=0.05, lr_decay=0.99
+    )
     state, _ = run(strategy, FunctionEvaluator(value), center, 300)
     assert float(value(state.center)) < 0.01 * float(value(center))
 
@@ -185,29 +201,37 @@ def test_openes_solves_a_quadratic():
 def test_rolling_improvement_learns_digits():
     """The quickstart (RollingImprovement, Cauchy mutations, no backprop) reaches >= 90% test accuracy."""
     pytest.importorskip("sklearn")
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py"), "--generations", "600"],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--generations", "600"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     final = float(out.stdout.strip().splitlines()[-1].split(":")[-1])
     assert final >= 0.90, out.stdout
 
 
-@pytest.mark.parametrize("make, field", [
-    (lambda: ScaleFreeEvolution(size=0), "size"),
-    (lambda: ScaleFreeEvolution(selection="best"), "selection"),
-    (lambda: ScaleFreeEvolution(size=4, mu=5, selection="comma"), "mu"),
-    (lambda: ScaleFreeEvolution(mu=2), "mu"),
-    (lambda: ScaleFreeEvolution(success_target=1.0), "success_target"),
-    (lambda: ScaleFreeEvolution(damping=0.0), "damping"),
-    (lambda: RollingImprovement(beta=1.0), "beta"),
-    (lambda: RollingImprovement(lr=-1.0), "lr"),
-    (lambda: RollingImprovement(lr_decay=0.0), "lr_decay"),
-    (lambda: RollingImprovement(weighting="rank"), "weighting"),
-    (lambda: RollingImprovement(size=5, mutation=Mutation(antithetic=True)), "size"),
-    (lambda: OpenES(lr=float("inf")), "lr"),
-    (lambda: OpenES(optimizer="adam"), "optimizer"),
-    (lambda: OpenES(mutation="gaussian"), "mutation"),
-])
+@pytest.mark.parametrize(
+    "make, field",
+    [
+        (lambda: ScaleFreeEvolution(size=0), "size"),
+        (lambda: ScaleFreeEvolution(selection="best"), "selection"),
+        (lambda: ScaleFreeEvolution(size=4, mu=5, selection="comma"), "mu"),
+        (lambda: ScaleFreeEvolution(mu=2), "mu"),
+        (lambda: ScaleFreeEvolution(success_target=1.0), "success_target"),
+        (lambda: ScaleFreeEvolution(damping=0.0), "damping"),
+        (lambda: RollingImprovement(beta=1.0), "beta"),
+        (lambda: RollingImprovement(lr=-1.0), "lr"),
+        (lambda: RollingImprovement(lr_decay=0.0), "lr_decay"),
+        (lambda: RollingImprovement(weighting="rank"), "weighting"),
+        (lambda: RollingImprovement(size=5, mutation=Mutation(antithetic=True)), "size"),
+        (lambda: OpenES(lr=float("inf")), "lr"),
+        (lambda: OpenES(optimizer="adam"), "optimizer"),
+        (lambda: OpenES(mutation="gaussian"), "mutation"),
+    ],
+)
 def test_bad_strategy_config_names_the_field(make, field):
     with pytest.raises(ValueError, match=field):
         make()

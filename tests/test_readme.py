@@ -1,4 +1,5 @@
 """The README's promises: its test command is what CI runs, and its code runs."""
+
 import pathlib
 import re
 

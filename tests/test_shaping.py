@@ -1,4 +1,5 @@
 """Tests of evograd.shaping: rank shaping is invariant to monotone transforms; non-finite is worst."""
+
 import torch
 
 from evograd import shaping
@@ -8,7 +9,7 @@ def test_centered_ranks_are_invariant_under_monotone_transforms():
     f = torch.randn(50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     r = shaping.centered_ranks(f)
     assert torch.equal(r, shaping.centered_ranks(f.exp()))
-    assert torch.equal(r, shaping.centered_ranks(f ** 3 + 7))
+    assert torch.equal(r, shaping.centered_ranks(f**3 + 7))
     assert float(r.min()) == -0.5 and float(r.max()) == 0.5
     assert abs(float(r.sum())) < 1e-12
     assert int(r.argmin()) == int(f.argmin())

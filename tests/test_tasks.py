@@ -1,4 +1,5 @@
 """Tests of evograd.tasks: data shapes and splits, the MNIST IDX loader on tiny files, episodic fitness."""
+
 import gzip
 import struct
 

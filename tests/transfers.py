@@ -13,6 +13,7 @@ operator moves from one device type to another, with its number of elements:
 
 A CPU scalar tensor of zero dimensions is not a transfer: torch passes it as a kernel argument.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -23,6 +23,7 @@ References:
     Nøkland (2016), Direct feedback alignment provides learning in deep neural networks.
     Baydin, Pearlmutter, Syme, Wood & Torr (2022), Gradients without backpropagation.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -145,8 +146,16 @@ def _plot(panels: list[Panel], title: str, path: pathlib.Path) -> None:
     plt.close(fig)
 
 
-def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | pathlib.Path = ".",
-        progress: Progress | None = None, command: str = "", device: str = "cpu") -> Outcome:
+def run(
+    name: str,
+    *,
+    quick: bool = False,
+    seeds: int | None = None,
+    out: str | pathlib.Path = ".",
+    progress: Progress | None = None,
+    command: str = "",
+    device: str = "cpu",
+) -> Outcome:
     """Run experiment ``name``: measure, print the table and verdict, write JSON, table and PNG.
 
     Uses one torch thread (the experiments are sized for 2 shared CPU cores) and flushes denormal
@@ -184,9 +193,17 @@ def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | 
     table = format_table(experiment.table(numbers))
     out = pathlib.Path(out)
     paths = [out / f"{name}.json", out / f"{name}.txt", out / f"{name}.png"]
-    record = {"experiment": name, "claim": experiment.claim, "command": command, "quick": quick,
-              "config": config, "seeds": n_seeds, "seconds": seconds, "numbers": numbers,
-              "verdict": {"holds": holds, "line": line}}
+    record = {
+        "experiment": name,
+        "claim": experiment.claim,
+        "command": command,
+        "quick": quick,
+        "config": config,
+        "seeds": n_seeds,
+        "seconds": seconds,
+        "numbers": numbers,
+        "verdict": {"holds": holds, "line": line},
+    }
     paths[0].write_text(json.dumps(record, indent=1) + "\n")
     paths[1].write_text(f"{table}\n\n{line}\n")
     _plot(experiment.panels(numbers), f"{name}: {experiment.claim}", paths[2])

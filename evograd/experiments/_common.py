@@ -1,4 +1,5 @@
 """Training and measuring helpers shared by the experiments (one loop for every method)."""
+
 from __future__ import annotations
 
 import time
@@ -44,9 +45,17 @@ def evolution(strategy: RollingImprovement, seed: int) -> D.Direction:
     return unit(D.improvement(strategy, seed=seed))
 
 
-def train(model: nn.Module, optimizer: HybridOptimizer, draw: Callable[[], Batch], *, fe_cap: int,
-          metric: Callable[[], float], uses_gradient: bool, points: int = 20,
-          stop: Callable[[float], bool] | None = None) -> dict:
+def train(
+    model: nn.Module,
+    optimizer: HybridOptimizer,
+    draw: Callable[[], Batch],
+    *,
+    fe_cap: int,
+    metric: Callable[[], float],
+    uses_gradient: bool,
+    points: int = 20,
+    stop: Callable[[float], bool] | None = None,
+) -> dict:
     """Step ``optimizer`` on minibatches until ``fe_cap`` FE are spent or ``stop(metric)`` says so.
 
     The metric is measured (uncharged, untimed) and recorded at ``points`` evenly spaced FE marks, or

@@ -14,6 +14,7 @@ References:
     Nøkland (2016), Direct feedback alignment provides learning in deep neural networks.
     Liao, Leibo & Poggio (2016), How important is weight symmetry in backpropagation?
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,19 @@ def _angles(net: torch.nn.Module, rule: str, batch: tuple) -> dict[str, float]:
     true = feedback.feedback_gradients(net, lambda: F.cross_entropy(net(x), y), "bp")
     found = true if rule == "bp" else feedback.feedback_gradients(net, lambda: F.cross_entropy(net(x), y), rule)
     hidden = [i for i, n in enumerate(names) if n.endswith("weight")][:-1]
-    return {names[i]: math.degrees(math.acos(max(-1.0, min(1.0, float(
-        F.cosine_similarity(found[i].flatten().double(), true[i].flatten().double(), dim=0)))))) for i in hidden}
+    return {
+        names[i]: math.degrees(
+            math.acos(
+                max(
+                    -1.0,
+                    min(
+                        1.0, float(F.cosine_similarity(found[i].flatten().double(), true[i].flatten().double(), dim=0))
+                    ),
+                )
+            )
+        )
+        for i in hidden
+    }
 
 
 def train_rule(split: tasks.Split, rule: str, depth: int, config: dict, seed: int) -> dict[str, Any]:
@@ -70,8 +82,9 @@ def measure(config: dict, seeds: list[int], progress: Progress) -> dict[str, Any
     for depth in config["depths"]:
         for rule in RULES:
             for seed in seeds:
-                records.append({"depth": depth, "rule": rule, "seed": seed,
-                                **train_rule(split, rule, depth, config, seed)})
+                records.append(
+                    {"depth": depth, "rule": rule, "seed": seed, **train_rule(split, rule, depth, config, seed)}
+                )
                 progress(len(records) / total, f"depth {depth} {rule} seed {seed}")
     return {"depths": config["depths"], "seeds": len(seeds), "epochs": config["epochs"], "runs": records}
 
@@ -94,7 +107,8 @@ def verdict_alignment(numbers: dict) -> tuple[bool, str]:
     angle to the true gradient is smaller (means over depths and seeds).
 
     Examples:
-        >>> run = lambda rule, acc, angle: {"rule": rule, "depth": 2, "test_accuracy": acc, "angles": {"0.weight": [angle]}}
+        >>> run = lambda rule, acc, angle: {"rule": rule, "depth": 2, "test_accuracy": acc,
+        ...                                  "angles": {"0.weight": [angle]}}
         >>> verdict_alignment({"depths": [2], "seeds": 1, "runs": [run("fa", 0.95, 40.0), run("noise", 0.7, 89.0)]})[0]
         True
         >>> verdict_alignment({"depths": [2], "seeds": 1, "runs": [run("fa", 0.95, 40.0), run("noise", 0.93, 89.0)]})[0]
@@ -104,10 +118,12 @@ def verdict_alignment(numbers: dict) -> tuple[bool, str]:
     angle = {rule: _final_angle(numbers, rule) for rule in ("fa", "noise")}
     holds = acc["fa"] - acc["noise"] >= 0.05 and angle["fa"] < angle["noise"]
     depths = "/".join(str(d) for d in numbers["depths"])
-    return holds, (f"claim {'holds' if holds else 'does not hold'}: FA reaches test accuracy {acc['fa']:.3f} vs noise "
-                   f"{acc['noise']:.3f} ({100 * (acc['fa'] - acc['noise']):+.1f} points, needs +5) with hidden-layer "
-                   f"updates {angle['fa']:.1f}° from the gradient vs {angle['noise']:.1f}° "
-                   f"({numbers['seeds']} seeds, depths {depths})")
+    return holds, (
+        f"claim {'holds' if holds else 'does not hold'}: FA reaches test accuracy {acc['fa']:.3f} vs noise "
+        f"{acc['noise']:.3f} ({100 * (acc['fa'] - acc['noise']):+.1f} points, needs +5) with hidden-layer "
+        f"updates {angle['fa']:.1f}° from the gradient vs {angle['noise']:.1f}° "
+        f"({numbers['seeds']} seeds, depths {depths})"
+    )
 
 
 def table(numbers: dict) -> list[dict[str, Any]]:
@@ -146,4 +162,9 @@ def configure(quick: bool) -> dict[str, Any]:
 EXPERIMENT = Experiment(
     name="alignment",
     claim="Feedback alignment does far better than sending back Gaussian noise proportional to the error.",
-    configure=configure, measure=measure, table=table, panels=panels, verdict=verdict_alignment)
+    configure=configure,
+    measure=measure,
+    table=table,
+    panels=panels,
+    verdict=verdict_alignment,
+)

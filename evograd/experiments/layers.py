@@ -15,6 +15,7 @@ Two tests on a digits MLP, every arm at the same FE budget, test accuracy report
 References:
     Yao & Liu (1999) for Cauchy mutation; Salimans et al. (2017) for ES on networks.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -60,16 +61,19 @@ def _optimizer(arm: str, model: torch.nn.Module, config: dict, seed: int) -> tup
     if arm in SCALES:
         mutation = mutation.replace(scale=layer_factors(model, arm, config["ratio"])).resolve(model)
         strategy = RollingImprovement(size=config["size"], mutation=mutation)
-        return HybridOptimizer(model.parameters(), evolution(strategy, seed), lr=config["lr"],
-                               evaluator=evaluator), False
+        return HybridOptimizer(
+            model.parameters(), evolution(strategy, seed), lr=config["lr"], evaluator=evaluator
+        ), False
     linears = [m for m in model if isinstance(m, torch.nn.Linear)]
     half = len(linears) // 2
     bottom = [p for m in linears[:half] for p in m.parameters()]
     top = [p for m in linears[half:] for p in m.parameters()]
     evo = evolution(RollingImprovement(size=config["size"], mutation=mutation), seed)
     bp = unit(D.backprop())
-    groups = [{"params": bottom, "direction": evo if arm == SPLITS[0] else bp},
-              {"params": top, "direction": bp if arm == SPLITS[0] else evo}]
+    groups = [
+        {"params": bottom, "direction": evo if arm == SPLITS[0] else bp},
+        {"params": top, "direction": bp if arm == SPLITS[0] else evo},
+    ]
     return HybridOptimizer(groups, bp, lr=config["lr"], evaluator=evaluator), True
 
 
@@ -81,11 +85,24 @@ def measure(config: dict, seeds: list[int], progress: Progress) -> dict[str, Any
         for seed in seeds:
             model = tasks.mlp((64, *(config["width"],) * (config["depth"] - 1), 10), seed=seed).to(config["device"])
             optimizer, uses_gradient = _optimizer(arm, model, config, seed)
-            run = train(model, optimizer, minibatches(split.train_x, split.train_y, config["batch"], seed),
-                        fe_cap=config["fe"], uses_gradient=uses_gradient,
-                        metric=lambda: accuracy(model, split.test_x, split.test_y))
-            runs.append({"arm": arm, "seed": seed, "test_accuracy": run["metric"], "fe": run["fe"],
-                         "seconds": run["seconds"], "curve": run["curve"]})
+            run = train(
+                model,
+                optimizer,
+                minibatches(split.train_x, split.train_y, config["batch"], seed),
+                fe_cap=config["fe"],
+                uses_gradient=uses_gradient,
+                metric=lambda: accuracy(model, split.test_x, split.test_y),
+            )
+            runs.append(
+                {
+                    "arm": arm,
+                    "seed": seed,
+                    "test_accuracy": run["metric"],
+                    "fe": run["fe"],
+                    "seconds": run["seconds"],
+                    "curve": run["curve"],
+                }
+            )
             progress(len(runs) / total, f"{arm} seed {seed}: test accuracy {run['metric']:.3f}")
     return {"depth": config["depth"], "fe": config["fe"], "ratio": config["ratio"], "seeds": len(seeds), "runs": runs}
 
@@ -100,7 +117,8 @@ def verdict_layers(numbers: dict) -> tuple[bool, str]:
 
     Examples:
         >>> accs = {"bottom-heavy": 0.9, "uniform": 0.85, "top-heavy": 0.8, SPLITS[0]: 0.95, SPLITS[1]: 0.9}
-        >>> numbers = {"depth": 4, "fe": 1, "seeds": 1, "runs": [{"arm": a, "test_accuracy": v} for a, v in accs.items()]}
+        >>> runs = [{"arm": a, "test_accuracy": v} for a, v in accs.items()]
+        >>> numbers = {"depth": 4, "fe": 1, "seeds": 1, "runs": runs}
         >>> verdict_layers(numbers)[0]
         True
     """
@@ -108,11 +126,13 @@ def verdict_layers(numbers: dict) -> tuple[bool, str]:
     scales = acc["bottom-heavy"] > max(acc["uniform"], acc["top-heavy"])
     placement = acc[SPLITS[0]] > acc[SPLITS[1]]
     holds = scales and placement
-    return holds, (f"claim {'holds' if holds else 'does not hold'}: test accuracy with bottom-heavy / uniform / "
-                   f"top-heavy mutation scales {acc['bottom-heavy']:.3f} / {acc['uniform']:.3f} / {acc['top-heavy']:.3f}"
-                   f" ({'bottom-heavy best' if scales else 'bottom-heavy not best'}); evolution on the bottom + "
-                   f"backprop on the top {acc[SPLITS[0]]:.3f} vs the reverse {acc[SPLITS[1]]:.3f} "
-                   f"({numbers['seeds']} seeds, depth {numbers['depth']}, {numbers['fe']:,} FE each)")
+    return holds, (
+        f"claim {'holds' if holds else 'does not hold'}: test accuracy with bottom-heavy / uniform / "
+        f"top-heavy mutation scales {acc['bottom-heavy']:.3f} / {acc['uniform']:.3f} / {acc['top-heavy']:.3f}"
+        f" ({'bottom-heavy best' if scales else 'bottom-heavy not best'}); evolution on the bottom + "
+        f"backprop on the top {acc[SPLITS[0]]:.3f} vs the reverse {acc[SPLITS[1]]:.3f} "
+        f"({numbers['seeds']} seeds, depth {numbers['depth']}, {numbers['fe']:,} FE each)"
+    )
 
 
 def table(numbers: dict) -> list[dict[str, Any]]:
@@ -120,14 +140,22 @@ def table(numbers: dict) -> list[dict[str, Any]]:
     rows = []
     for arm in ARMS:
         accs = [r["test_accuracy"] for r in numbers["runs"] if r["arm"] == arm]
-        rows.append({"arm": arm, "test acc": mean(accs), "min": min(accs), "max": max(accs),
-                     "FE": mean([r["fe"] for r in numbers["runs"] if r["arm"] == arm]),
-                     "seconds": mean([r["seconds"] for r in numbers["runs"] if r["arm"] == arm])})
+        rows.append(
+            {
+                "arm": arm,
+                "test acc": mean(accs),
+                "min": min(accs),
+                "max": max(accs),
+                "FE": mean([r["fe"] for r in numbers["runs"] if r["arm"] == arm]),
+                "seconds": mean([r["seconds"] for r in numbers["runs"] if r["arm"] == arm]),
+            }
+        )
     return rows
 
 
 def panels(numbers: dict) -> list[Panel]:
     """Test accuracy against FE (mean over seeds): the scale arms, and the placement arms."""
+
     def lines(arms: tuple[str, ...]) -> dict:
         found = {}
         for arm in arms:
@@ -136,20 +164,45 @@ def panels(numbers: dict) -> list[Panel]:
             found[arm] = ([c[0] for c in curves[0][:length]], [mean([c[i][2] for c in curves]) for i in range(length)])
         return found
 
-    return [Panel("per-layer mutation scales", "FE", "test accuracy", lines(SCALES)),
-            Panel("evolution and backprop by layer", "FE", "test accuracy", lines(SPLITS))]
+    return [
+        Panel("per-layer mutation scales", "FE", "test accuracy", lines(SCALES)),
+        Panel("evolution and backprop by layer", "FE", "test accuracy", lines(SPLITS)),
+    ]
 
 
 def configure(quick: bool) -> dict[str, Any]:
     """Default: depth 4, width 32, 6M FE per run, 3 seeds; quick: depth 2, width 16, 40k FE, 1 seed."""
     if quick:
-        return {"depth": 2, "width": 16, "size": 16, "batch": 32, "sigma": 0.01, "ratio": 4.0, "lr": 0.05,
-                "fe": 40_000, "seeds": 1}
-    return {"depth": 4, "width": 32, "size": 64, "batch": 128, "sigma": 0.01, "ratio": 4.0, "lr": 0.05,
-            "fe": 6_000_000, "seeds": 3}
+        return {
+            "depth": 2,
+            "width": 16,
+            "size": 16,
+            "batch": 32,
+            "sigma": 0.01,
+            "ratio": 4.0,
+            "lr": 0.05,
+            "fe": 40_000,
+            "seeds": 1,
+        }
+    return {
+        "depth": 4,
+        "width": 32,
+        "size": 64,
+        "batch": 128,
+        "sigma": 0.01,
+        "ratio": 4.0,
+        "lr": 0.05,
+        "fe": 6_000_000,
+        "seeds": 3,
+    }
 
 
 EXPERIMENT = Experiment(
     name="layers",
     claim="Bottom layers should be searched more thoroughly than top layers.",
-    configure=configure, measure=measure, table=table, panels=panels, verdict=verdict_layers)
+    configure=configure,
+    measure=measure,
+    table=table,
+    panels=panels,
+    verdict=verdict_layers,
+)

@@ -18,6 +18,7 @@ References:
     Yao & Liu (1999) and Lee & Yao (2004) for Cauchy and Lévy mutation; Salimans et al. (2017) for the
     signed estimator; Baydin et al. (2022) on gradient estimates from random directions.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,8 +64,9 @@ def _model(task: str, split: tasks.Split, depth: int, width: int, seed: int) -> 
     return tasks.mlp((split.train_x.shape[1], *(width,) * (depth - 1), n_out), seed=seed).to(split.train_x.device)
 
 
-def probe_cosines(model: torch.nn.Module, loss_fn, batch: tuple, mutation: Mutation, ns: list[int], seed: int
-                  ) -> dict[str, list[float]]:
+def probe_cosines(
+    model: torch.nn.Module, loss_fn, batch: tuple, mutation: Mutation, ns: list[int], seed: int
+) -> dict[str, list[float]]:
     """Cosine between −∇f and the slope-weighted estimate from the first n of max(ns) probes, per weighting."""
     x, y = batch
     params = [p for p in model.parameters() if p.requires_grad]
@@ -88,7 +90,7 @@ def _cosine_records(config: dict, seeds: list[int], tick) -> list[dict]:
     records = []
     for task in config["tasks"]:
         split = _data(task, config["device"])
-        probe = (split.train_x[:config["batch"]], split.train_y[:config["batch"]])
+        probe = (split.train_x[: config["batch"]], split.train_y[: config["batch"]])
         for depth in config["depths"]:
             for seed in seeds:
                 model = _model(task, split, depth, config["width"], seed)
@@ -103,10 +105,21 @@ def _cosine_records(config: dict, seeds: list[int], tick) -> list[dict]:
                     done = point
                     dim = flat.layout_of(model).dim
                     for kind in KINDS:
-                        found = probe_cosines(model, TASK_LOSS[task], probe, mutation(kind, config["sigma"], dim),
-                                              config["ns"], seed)
-                        records += [{"task": task, "depth": depth, "point": point, "seed": seed, "kind": kind,
-                                     "weighting": w, "cosine": c} for w, c in found.items()]
+                        found = probe_cosines(
+                            model, TASK_LOSS[task], probe, mutation(kind, config["sigma"], dim), config["ns"], seed
+                        )
+                        records += [
+                            {
+                                "task": task,
+                                "depth": depth,
+                                "point": point,
+                                "seed": seed,
+                                "kind": kind,
+                                "weighting": w,
+                                "cosine": c,
+                            }
+                            for w, c in found.items()
+                        ]
                     tick(f"{task} depth {depth} seed {seed} step {point}")
     return records
 
@@ -118,39 +131,71 @@ def _training_records(config: dict, seeds: list[int], tick) -> list[dict]:
         for weighting in WEIGHTINGS:
             for seed in seeds:
                 model = _model("digits", split, budget["depth"], config["width"], seed)
-                strategy = RollingImprovement(size=budget["size"], mutation=mutation(
-                    kind, config["sigma"], flat.layout_of(model).dim), use_worse=weighting == "signed")
-                optimizer = HybridOptimizer(model.parameters(), evolution(strategy, seed), lr=budget["lr"],
-                                            evaluator=VmapEvaluator(model, F.cross_entropy))
-                run = train(model, optimizer, minibatches(split.train_x, split.train_y, budget["batch"], seed),
-                            fe_cap=budget["fe"], uses_gradient=False,
-                            metric=lambda: accuracy(model, split.train_x, split.train_y))
-                records.append({"kind": kind, "weighting": weighting, "seed": seed, "train_accuracy": run["metric"],
-                                "fe": run["fe"]})
+                strategy = RollingImprovement(
+                    size=budget["size"],
+                    mutation=mutation(kind, config["sigma"], flat.layout_of(model).dim),
+                    use_worse=weighting == "signed",
+                )
+                optimizer = HybridOptimizer(
+                    model.parameters(),
+                    evolution(strategy, seed),
+                    lr=budget["lr"],
+                    evaluator=VmapEvaluator(model, F.cross_entropy),
+                )
+                run = train(
+                    model,
+                    optimizer,
+                    minibatches(split.train_x, split.train_y, budget["batch"], seed),
+                    fe_cap=budget["fe"],
+                    uses_gradient=False,
+                    metric=lambda: accuracy(model, split.train_x, split.train_y),
+                )
+                records.append(
+                    {
+                        "kind": kind,
+                        "weighting": weighting,
+                        "seed": seed,
+                        "train_accuracy": run["metric"],
+                        "fe": run["fe"],
+                    }
+                )
                 tick(f"train {kind} {weighting} seed {seed}")
     return records
 
 
 def measure(config: dict, seeds: list[int], progress: Progress) -> dict[str, Any]:
     """Cosines for every task × depth × seed × point × kind × weighting × n, then equal-FE training."""
-    total = (len(config["tasks"]) * len(config["depths"]) * len(config["points"]) + len(KINDS) * len(WEIGHTINGS)) \
-        * len(seeds)
+    total = (len(config["tasks"]) * len(config["depths"]) * len(config["points"]) + len(KINDS) * len(WEIGHTINGS)) * len(
+        seeds
+    )
     done = [0]
 
     def tick(status: str) -> None:
         done[0] += 1
         progress(done[0] / total, status)
 
-    return {"ns": config["ns"], "verdict_n": config["verdict_n"], "depths": config["depths"], "seeds": len(seeds),
-            "cosines": _cosine_records(config, seeds, tick), "training": _training_records(config, seeds, tick),
-            "train_fe": config["train"]["fe"], "train_depth": config["train"]["depth"]}
+    return {
+        "ns": config["ns"],
+        "verdict_n": config["verdict_n"],
+        "depths": config["depths"],
+        "seeds": len(seeds),
+        "cosines": _cosine_records(config, seeds, tick),
+        "training": _training_records(config, seeds, tick),
+        "train_fe": config["train"]["fe"],
+        "train_depth": config["train"]["depth"],
+    }
 
 
 def _cosine(numbers: dict, kind: str, weighting: str, n: int, **where: Any) -> float:
     """Mean cosine at n probes over the records matching ``where`` (all tasks, depths, points, seeds by default)."""
     i = numbers["ns"].index(n)
-    return mean([r["cosine"][i] for r in numbers["cosines"] if r["kind"] == kind and r["weighting"] == weighting
-                 and all(r[k] == v for k, v in where.items())])
+    return mean(
+        [
+            r["cosine"][i]
+            for r in numbers["cosines"]
+            if r["kind"] == kind and r["weighting"] == weighting and all(r[k] == v for k, v in where.items())
+        ]
+    )
 
 
 def _accuracy(numbers: dict, kind: str, weighting: str) -> float:
@@ -171,7 +216,8 @@ def verdict_probes(numbers: dict) -> tuple[bool, str]:
         >>> rec = lambda kind, c: [{"kind": kind, "weighting": w, "cosine": [c]} for w in WEIGHTINGS]
         >>> acc = lambda kind, a: [{"kind": kind, "weighting": w, "train_accuracy": a} for w in WEIGHTINGS]
         >>> numbers = {"ns": [256], "verdict_n": 256, "depths": [4], "seeds": 1,
-        ...            "cosines": rec("gaussian", 0.2) + rec("cauchy", 0.3), "training": acc("gaussian", 0.8) + acc("cauchy", 0.9)}
+        ...            "cosines": rec("gaussian", 0.2) + rec("cauchy", 0.3),
+        ...            "training": acc("gaussian", 0.8) + acc("cauchy", 0.9)}
         >>> verdict_probes(numbers)[0]
         True
     """
@@ -179,12 +225,17 @@ def verdict_probes(numbers: dict) -> tuple[bool, str]:
     score = {k: _cosine(numbers, k, _best_weighting(numbers, k), n) for k in {r["kind"] for r in numbers["cosines"]}}
     best = max((k for k in score if k != "gaussian"), key=score.get)
     acc = {k: _accuracy(numbers, k, _best_weighting(numbers, k)) for k in (best, "gaussian")}
-    holds = score[best] - score["gaussian"] >= 0.1 * abs(score["gaussian"]) and score[best] > score["gaussian"] \
+    holds = (
+        score[best] - score["gaussian"] >= 0.1 * abs(score["gaussian"])
+        and score[best] > score["gaussian"]
         and acc[best] >= acc["gaussian"]
+    )
     depths = "/".join(str(d) for d in numbers["depths"])
-    return holds, (f"claim {'holds' if holds else 'does not hold'}: best scale-free probes ({best}) reach cosine "
-                   f"{score[best]:.3f} vs Gaussian {score['gaussian']:.3f} at n={n} (needs +10%), and train accuracy "
-                   f"{acc[best]:.3f} vs {acc['gaussian']:.3f} at equal FE ({numbers['seeds']} seeds, depths {depths})")
+    return holds, (
+        f"claim {'holds' if holds else 'does not hold'}: best scale-free probes ({best}) reach cosine "
+        f"{score[best]:.3f} vs Gaussian {score['gaussian']:.3f} at n={n} (needs +10%), and train accuracy "
+        f"{acc[best]:.3f} vs {acc['gaussian']:.3f} at equal FE ({numbers['seeds']} seeds, depths {depths})"
+    )
 
 
 def table(numbers: dict) -> list[dict[str, Any]]:
@@ -208,23 +259,50 @@ def panels(numbers: dict) -> list[Panel]:
     def lines(weighting: str, **where: Any) -> dict:
         return {k: (ns, [_cosine(numbers, k, weighting, n, **where) for n in ns]) for k in KINDS}
 
-    found = [Panel(f"depth {d}, improving-only", "probes n", "cosine to -gradient", lines("improving", depth=d), True)
-             for d in numbers["depths"]]
+    found = [
+        Panel(f"depth {d}, improving-only", "probes n", "cosine to -gradient", lines("improving", depth=d), True)
+        for d in numbers["depths"]
+    ]
     return found + [Panel("all depths, signed", "probes n", "cosine to -gradient", lines("signed"), True)]
 
 
 def configure(quick: bool) -> dict[str, Any]:
     """Default: depths 2/4/8 on digits and teacher, n = 16…1024, 3 seeds; quick: depth 2/4, digits, 1 seed."""
     if quick:
-        return {"tasks": ["digits"], "depths": [2, 4], "width": 16, "ns": [16, 64], "verdict_n": 64, "points": [0],
-                "batch": 64, "sigma": 0.01, "adam_lr": 1e-3, "seeds": 1,
-                "train": {"depth": 2, "size": 16, "batch": 32, "lr": 0.05, "fe": 20_000}}
-    return {"tasks": ["digits", "teacher"], "depths": [2, 4, 8], "width": 32, "ns": [16, 64, 256, 1024],
-            "verdict_n": 256, "points": [0, 300], "batch": 256, "sigma": 0.01, "adam_lr": 1e-3, "seeds": 3,
-            "train": {"depth": 4, "size": 64, "batch": 128, "lr": 0.05, "fe": 2_000_000}}
+        return {
+            "tasks": ["digits"],
+            "depths": [2, 4],
+            "width": 16,
+            "ns": [16, 64],
+            "verdict_n": 64,
+            "points": [0],
+            "batch": 64,
+            "sigma": 0.01,
+            "adam_lr": 1e-3,
+            "seeds": 1,
+            "train": {"depth": 2, "size": 16, "batch": 32, "lr": 0.05, "fe": 20_000},
+        }
+    return {
+        "tasks": ["digits", "teacher"],
+        "depths": [2, 4, 8],
+        "width": 32,
+        "ns": [16, 64, 256, 1024],
+        "verdict_n": 256,
+        "points": [0, 300],
+        "batch": 256,
+        "sigma": 0.01,
+        "adam_lr": 1e-3,
+        "seeds": 3,
+        "train": {"depth": 4, "size": 64, "batch": 128, "lr": 0.05, "fe": 2_000_000},
+    }
 
 
 EXPERIMENT = Experiment(
     name="probes",
     claim="Scale-free mutations make good probes for estimating the gradient in a deep network; Gaussian ones do not.",
-    configure=configure, measure=measure, table=table, panels=panels, verdict=verdict_probes)
+    configure=configure,
+    measure=measure,
+    table=table,
+    panels=panels,
+    verdict=verdict_probes,
+)

@@ -13,6 +13,7 @@ References:
     Zhang, Bengio, Hardt, Recht & Vinyals (2017), Understanding deep learning requires rethinking
     generalization.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,13 +47,20 @@ def subset(n: int, *, shuffled: bool, seed: int) -> tasks.Split:
 def _optimizer(method: str, model: torch.nn.Module, config: dict, seed: int) -> HybridOptimizer:
     if method == "adam":
         return HybridOptimizer(model.parameters(), D.backprop(), base=torch.optim.Adam, lr=config["adam_lr"])
-    strategy = RollingImprovement(size=config["size"], mutation=Mutation(kind="cauchy", sigma=0.01, clip=3.0,
-                                                                         antithetic=True))
+    strategy = RollingImprovement(
+        size=config["size"], mutation=Mutation(kind="cauchy", sigma=0.01, clip=3.0, antithetic=True)
+    )
     direction = evolution(strategy, seed)
     if method == "hybrid":
         direction = D.mix(bp=(0.5, unit(D.backprop())), evo=(0.5, direction))
-    return HybridOptimizer(model.parameters(), direction, base=torch.optim.SGD, lr=config["evo_lr"],
-                           momentum=0.9, evaluator=VmapEvaluator(model, F.cross_entropy))
+    return HybridOptimizer(
+        model.parameters(),
+        direction,
+        base=torch.optim.SGD,
+        lr=config["evo_lr"],
+        momentum=0.9,
+        evaluator=VmapEvaluator(model, F.cross_entropy),
+    )
 
 
 def _thin(curve: list, points: int) -> list:
@@ -62,7 +70,7 @@ def _thin(curve: list, points: int) -> list:
         >>> _thin(list(range(10)), 3)
         [0, 3, 6, 9]
     """
-    return curve[:-1:max(1, len(curve) // points)] + curve[-1:]
+    return curve[: -1 : max(1, len(curve) // points)] + curve[-1:]
 
 
 def fit(method: str, shuffled: bool, config: dict, seed: int) -> dict[str, Any]:
@@ -70,11 +78,25 @@ def fit(method: str, shuffled: bool, config: dict, seed: int) -> dict[str, Any]:
     split = subset(config["n_train"], shuffled=shuffled, seed=seed).to(config["device"])
     model = tasks.mlp((64, config["hidden"], 10), seed=seed).to(config["device"])
     optimizer = _optimizer(method, model, config, seed)
-    run = train(model, optimizer, minibatches(split.train_x, split.train_y, config["n_train"], seed),
-                fe_cap=config["caps"][method], uses_gradient=method != "evolution",
-                metric=lambda: accuracy(model, split.train_x, split.train_y), stop=lambda acc: acc >= 1.0)
-    return {"method": method, "labels": "shuffled" if shuffled else "true", "seed": seed, "reached": run["stopped"],
-            "fe": run["fe"], "seconds": run["seconds"], "train_accuracy": run["metric"], "curve": _thin(run["curve"], 60)}
+    run = train(
+        model,
+        optimizer,
+        minibatches(split.train_x, split.train_y, config["n_train"], seed),
+        fe_cap=config["caps"][method],
+        uses_gradient=method != "evolution",
+        metric=lambda: accuracy(model, split.train_x, split.train_y),
+        stop=lambda acc: acc >= 1.0,
+    )
+    return {
+        "method": method,
+        "labels": "shuffled" if shuffled else "true",
+        "seed": seed,
+        "reached": run["stopped"],
+        "fe": run["fe"],
+        "seconds": run["seconds"],
+        "train_accuracy": run["metric"],
+        "curve": _thin(run["curve"], 60),
+    }
 
 
 def measure(config: dict, seeds: list[int], progress: Progress) -> dict[str, Any]:
@@ -120,14 +142,20 @@ def verdict_random_labels(numbers: dict) -> tuple[bool, str]:
         >>> verdict_random_labels(numbers)[0]
         True
         >>> runs[-1] = run("evolution", "shuffled", 1000, ok=False)
-        >>> verdict_random_labels(numbers)
-        (False, 'claim does not hold: FE to 100% train accuracy, shuffled/true: adam 3.0x, hybrid 3.0x, evolution >10.0x (holds for 2 of 3 methods; needs every ratio <= 5x; 10 samples, 1 seeds)')
+        >>> holds, line = verdict_random_labels(numbers)
+        >>> holds
+        False
+        >>> print(line)  # doctest: +NORMALIZE_WHITESPACE
+        claim does not hold: FE to 100% train accuracy, shuffled/true: adam 3.0x, hybrid 3.0x, evolution >10.0x
+        (holds for 2 of 3 methods; needs every ratio <= 5x; 10 samples, 1 seeds)
     """
     passed = [m for m in METHODS if ratio(numbers, m)[1] == "exact" and ratio(numbers, m)[0] <= FACTOR]
     holds = len(passed) == len(METHODS)
-    return holds, (f"claim {'holds' if holds else 'does not hold'}: FE to 100% train accuracy, shuffled/true: "
-                   f"{', '.join(_describe(numbers, m) for m in METHODS)} (holds for {len(passed)} of {len(METHODS)} "
-                   f"methods; needs every ratio <= {FACTOR:g}x; {numbers['n_train']} samples, {numbers['seeds']} seeds)")
+    return holds, (
+        f"claim {'holds' if holds else 'does not hold'}: FE to 100% train accuracy, shuffled/true: "
+        f"{', '.join(_describe(numbers, m) for m in METHODS)} (holds for {len(passed)} of {len(METHODS)} "
+        f"methods; needs every ratio <= {FACTOR:g}x; {numbers['n_train']} samples, {numbers['seeds']} seeds)"
+    )
 
 
 def table(numbers: dict) -> list[dict[str, Any]]:
@@ -135,33 +163,69 @@ def table(numbers: dict) -> list[dict[str, Any]]:
     rows = []
     for m in METHODS:
         true, shuffled = _runs(numbers, m, "true"), _runs(numbers, m, "shuffled")
-        rows.append({"method": m, "FE true": mean([r["fe"] for r in true]),
-                     "FE shuffled": mean([r["fe"] for r in shuffled]), "FE ratio": ratio(numbers, m)[0],
-                     "s true": mean([r["seconds"] for r in true]), "s shuffled": mean([r["seconds"] for r in shuffled]),
-                     "s ratio": ratio(numbers, m, "seconds")[0], "ratio is": ratio(numbers, m)[1],
-                     "reached": f"{sum(r['reached'] for r in true)}/{len(true)} true, "
-                                f"{sum(r['reached'] for r in shuffled)}/{len(shuffled)} shuffled"})
+        rows.append(
+            {
+                "method": m,
+                "FE true": mean([r["fe"] for r in true]),
+                "FE shuffled": mean([r["fe"] for r in shuffled]),
+                "FE ratio": ratio(numbers, m)[0],
+                "s true": mean([r["seconds"] for r in true]),
+                "s shuffled": mean([r["seconds"] for r in shuffled]),
+                "s ratio": ratio(numbers, m, "seconds")[0],
+                "ratio is": ratio(numbers, m)[1],
+                "reached": f"{sum(r['reached'] for r in true)}/{len(true)} true, "
+                f"{sum(r['reached'] for r in shuffled)}/{len(shuffled)} shuffled",
+            }
+        )
     return rows
 
 
 def panels(numbers: dict) -> list[Panel]:
     """Training accuracy against FE, one panel per method, true vs shuffled labels of the first seed."""
-    return [Panel(m, "FE", "train accuracy", {labels: tuple(zip(*[(fe, acc) for fe, _, acc in run["curve"]]))
-                                              for labels in ("true", "shuffled")
-                                              for run in _runs(numbers, m, labels)[:1]})
-            for m in METHODS]
+    return [
+        Panel(
+            m,
+            "FE",
+            "train accuracy",
+            {
+                labels: tuple(zip(*[(fe, acc) for fe, _, acc in run["curve"]]))
+                for labels in ("true", "shuffled")
+                for run in _runs(numbers, m, labels)[:1]
+            },
+        )
+        for m in METHODS
+    ]
 
 
 def configure(quick: bool) -> dict[str, Any]:
     """Default: 256 samples, MLP 64-128-10, caps 10M FE (Adam) and 12M FE (others), 2 seeds; quick: tiny."""
     if quick:
-        return {"n_train": 32, "hidden": 32, "size": 16, "adam_lr": 1e-2, "evo_lr": 0.05, "seeds": 1,
-                "caps": {"adam": 100_000, "hybrid": 100_000, "evolution": 100_000}}
-    return {"n_train": 256, "hidden": 128, "size": 64, "adam_lr": 3e-3, "evo_lr": 0.05, "seeds": 2,
-            "caps": {"adam": 10_000_000, "hybrid": 12_000_000, "evolution": 12_000_000}}
+        return {
+            "n_train": 32,
+            "hidden": 32,
+            "size": 16,
+            "adam_lr": 1e-2,
+            "evo_lr": 0.05,
+            "seeds": 1,
+            "caps": {"adam": 100_000, "hybrid": 100_000, "evolution": 100_000},
+        }
+    return {
+        "n_train": 256,
+        "hidden": 128,
+        "size": 64,
+        "adam_lr": 3e-3,
+        "evo_lr": 0.05,
+        "seeds": 2,
+        "caps": {"adam": 10_000_000, "hybrid": 12_000_000, "evolution": 12_000_000},
+    }
 
 
 EXPERIMENT = Experiment(
     name="random-labels",
     claim="Networks memorize random labels; training time grows only by a small constant factor.",
-    configure=configure, measure=measure, table=table, panels=panels, verdict=verdict_random_labels)
+    configure=configure,
+    measure=measure,
+    table=table,
+    panels=panels,
+    verdict=verdict_random_labels,
+)

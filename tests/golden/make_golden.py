@@ -3,6 +3,7 @@
 Run only when a change of trajectory is intended, and say why in the commit message:
     python tests/golden/make_golden.py
 """
+
 import json
 import pathlib
 import sys
@@ -10,7 +11,7 @@ import sys
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from test_population import golden_run  # noqa: E402
+from test_population import golden_run
 
 if __name__ == "__main__":
     out = {name: golden_run(name) for name in ("ScaleFreeEvolution", "RollingImprovement", "OpenES")}

@@ -2,6 +2,7 @@
 
 Every rank catches the SyncError, prints it and exits normally, which shows that all ranks raise.
 """
+
 import dataclasses
 
 import torch
@@ -11,8 +12,9 @@ from evograd import FunctionEvaluator, Mutation, OpenES
 
 def main():
     from evograd.mpi import MPIEvaluator, SyncError
+
     torch.set_num_threads(1)
-    evaluate = MPIEvaluator(FunctionEvaluator(lambda x: (x ** 2).sum(1), chunk_size=2), sync_every=2)
+    evaluate = MPIEvaluator(FunctionEvaluator(lambda x: (x**2).sum(1), chunk_size=2), sync_every=2)
     strategy = OpenES(size=8, mutation=Mutation(sigma=0.1, antithetic=True), lr=0.05)
     state = strategy.init(torch.ones(5), seed=0)
     try:

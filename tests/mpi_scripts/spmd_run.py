@@ -9,6 +9,7 @@ The model (a 20-50-1 MLP) is one whose vectorized scores were seen to depend on 
 and the population (19 or 18 members in chunks of 4) does not divide evenly by 2 or 3 ranks.
 Rank runs also check allreduce_mean_ and a passing check_sync.
 """
+
 import argparse
 
 import torch
@@ -44,17 +45,27 @@ def run(wrap, device="cpu"):
             state, _ = strategy.tell(state, seeds, fitness)
         if hasattr(evaluate, "check_sync"):
             evaluate.check_sync(state, state.generation, final=True)
-        results[name] = {"center": state.center, "fitness": torch.stack(history),
-                         "evaluations": evaluate.evaluations, "forward_passes": evaluate.forward_passes}
+        results[name] = {
+            "center": state.center,
+            "fitness": torch.stack(history),
+            "evaluations": evaluate.evaluations,
+            "forward_passes": evaluate.forward_passes,
+        }
     return results
 
 
 def check_allreduce(comm):
     from evograd.mpi import allreduce_mean_
+
     rank, size = comm.Get_rank(), comm.Get_size()
     base = torch.zeros(6)
-    tensors = [torch.full((2, 3), rank + 1.0), None, torch.arange(4, dtype=torch.float64) * (rank + 1),
-               base[::2], torch.full((2,), rank + 1.0, dtype=torch.bfloat16)]
+    tensors = [
+        torch.full((2, 3), rank + 1.0),
+        None,
+        torch.arange(4, dtype=torch.float64) * (rank + 1),
+        base[::2],
+        torch.full((2,), rank + 1.0, dtype=torch.bfloat16),
+    ]
     tensors[3] += rank + 1  # a non-contiguous view: the result must land in its base tensor
     allreduce_mean_(tensors, comm)
     mean = (size + 1) / 2  # mean of 1..size, exact in every dtype used
@@ -75,6 +86,7 @@ def main():
         torch.save(run(lambda local: local, args.device), args.out)
         return
     from evograd.mpi import MPIEvaluator
+
     results = run(MPIEvaluator, args.device)
     comm = MPIEvaluator(None).comm
     check_allreduce(comm)
