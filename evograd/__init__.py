@@ -16,6 +16,7 @@ from evograd import (
     noise,
     shaping,
     tasks,
+    validate,
 )
 from evograd.cupy_bridge import CupyEvaluator
 from evograd.evaluate import ChunkedEvaluator, Evaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
@@ -62,5 +63,6 @@ __all__ = [
     "noise",
     "shaping",
     "tasks",
+    "validate",
     "__version__",
 ]

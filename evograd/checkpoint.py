@@ -4,7 +4,7 @@ A checkpoint holds what a run needs to continue exactly where it stopped: the st
 frozen dataclass with tensors), an optional optimizer ``state_dict()``, the generation, the
 strategy's class and configuration (to refuse resuming with a different one) and user metadata.
 No random-generator state is stored: every random number derives from ``(seed, generation,
-member)`` (DESIGN.md, contract 2), so a resumed run ends with parameters identical to an
+member)`` (docs/design.rst, contract 2), so a resumed run ends with parameters identical to an
 uninterrupted one as long as the loop derives its minibatches the same way.
 
 Safety. Files are read with ``torch.load(weights_only=True)``, which unpickles only tensors and

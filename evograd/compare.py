@@ -2,7 +2,7 @@
 
 Fairness is the point. Every method trains the same model (same architecture, same initial weights
 for the same seed) on the same data, and stops at the same budget, counted in forward-pass
-equivalents (FE, DESIGN.md contract 8: one sample through the network forward is 1 FE, a backward
+equivalents (FE, docs/design.rst contract 8: one sample through the network forward is 1 FE, a backward
 pass 2 FE, one environment step 1 FE) or in wall-clock seconds. The test metric is measured at
 evenly spaced points of the budget; measuring is not charged to the method.
 

@@ -6,7 +6,7 @@ takes its result back, through DLPack: both sides then view the same device memo
 copied and nothing leaves the device. DLPack also orders the work: when torch and CuPy run on
 different CUDA streams, the exchange makes the consumer's stream wait for the producer's.
 
-CuPy is imported only when this module is used, never by ``import evograd`` (DESIGN.md, contract
+CuPy is imported only when this module is used, never by ``import evograd`` (docs/design.rst, contract
 7); without CuPy, or without a CUDA device, the error names the ``gpu`` extra.
 
 Examples (on a machine with CuPy and a GPU)::

@@ -2,7 +2,7 @@
 
 The operators are shaped like ``deap.tools.mutGaussian``: they change a sequence individual in
 place, each attribute with probability ``indpb``, and return it as a one-tuple. Unlike DEAP's own,
-they never draw from Python's global ``random`` module (DESIGN.md, contract 2): pass ``rng=`` (a
+they never draw from Python's global ``random`` module (docs/design.rst, contract 2): pass ``rng=`` (a
 ``numpy.random.Generator`` or an int seed), or let :func:`register` bind one seeded generator to
 the toolbox. Nothing here touches DEAP's global ``creator``; users may.
 

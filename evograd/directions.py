@@ -10,7 +10,7 @@ optax-shaped pair, torch-native::
 ``ctx`` is a :class:`Context`: the parameters the source drives, the step count, the user's
 closure, the evaluator and the FE counter of one optimizer step. States are ``None``, frozen
 dataclasses or dicts of them; :func:`mix` keys its members' states by the names the user gave them
-(DESIGN.md, contract 5), and :func:`plain`/:func:`restore` turn states into tensors-and-numbers
+(docs/design.rst, contract 5), and :func:`plain`/:func:`restore` turn states into tensors-and-numbers
 dicts and back, so a checkpoint loads with ``torch.load(weights_only=True)``.
 
 Where the loss comes from:
@@ -32,7 +32,7 @@ usable unchanged, at the price of drawing noise for masked coordinates, and a ra
 ``"loguniform"`` row loses the masked share of its norm.) An evaluator without a ``model`` (a
 ``FunctionEvaluator``) scores the source's own parameters, concatenated.
 
-Cost, in forward-pass equivalents (DESIGN.md, contract 8), charged to ``ctx`` and summed by the
+Cost, in forward-pass equivalents (docs/design.rst, contract 8), charged to ``ctx`` and summed by the
 optimizer: a closure call is a forward and a backward pass, 3 FE per sample; a population costs
 what the evaluator counts (members × samples); SPSA two forward passes, 2 FE per sample; a forward
 gradient 3 FE per sample (the tangent pass of a linear layer is two products, ``Ẇx + Wẋ``, as
@@ -407,7 +407,7 @@ def improvement(strategy: Any, *, seed: int) -> Direction:
         (True, 3400)
 
     References:
-        Salimans et al. (2017) for the signed estimate; evograd's NOTES for the improving-only one.
+        Salimans et al. (2017) for the signed estimate; :class:`~evograd.RollingImprovement` for the improving-only one.
     """
     return _Population("improvement", strategy, seed, "estimate", -1.0)
 

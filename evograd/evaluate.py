@@ -1,7 +1,7 @@
 """Evaluators: turn ``(center, seeds, mutation)`` into one fitness per member.
 
 Every evaluator materializes candidates ``center + noise.sample(mutation, seeds)`` in chunks of at
-most ``chunk_size`` rows, so a population of P never needs P × dim floats at once (DESIGN.md,
+most ``chunk_size`` rows, so a population of P never needs P × dim floats at once (docs/design.rst,
 contract 3), and reports non-finite losses as +inf (contract 6). What differs is how a chunk is
 scored:
 

@@ -20,7 +20,7 @@ or :class:`FeedbackConv2d` that shares the original's parameters; :func:`mode` s
 run time; :func:`feedback_gradients` is the hook the hybrid optimizer's direction sources call.
 Layers with parameters of any other type are refused (a silent fallback to backprop would make
 every comparison a lie). Feedback matrices are drawn from a local generator seeded by
-``(seed, layer index, rule)`` (DESIGN.md, contract 2) and are buffers, so they travel with
+``(seed, layer index, rule)`` (docs/design.rst, contract 2) and are buffers, so they travel with
 ``state_dict`` and ``.to(device)``.
 
 References:

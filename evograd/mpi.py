@@ -2,7 +2,7 @@
 
 Every rank runs the same training loop. :class:`MPIEvaluator` wraps an ordinary evaluator: each
 rank scores its share of the seeds, the ranks all-gather the fitness scalars, and every rank
-returns the full ``(n,)`` vector, so the deterministic ``tell`` (DESIGN.md, contract 4) moves every
+returns the full ``(n,)`` vector, so the deterministic ``tell`` (docs/design.rst, contract 4) moves every
 rank's state identically. Only fitness values cross the wire, O(population) numbers per
 generation whatever the model size; parameters never do::
 

@@ -2,7 +2,7 @@
 
 A :class:`Mutation` says how a population member perturbs the center; :func:`sample` turns a vector
 of member seeds into the perturbation rows, ``row i`` depending on ``seeds[i]`` alone. This is what
-lets strategies hand out seeds instead of parameter vectors (DESIGN.md, contract 3) and lets MPI
+lets strategies hand out seeds instead of parameter vectors (docs/design.rst, contract 3) and lets MPI
 ranks exchange seeds and fitness only.
 
 Why a noise table. Drawing fresh random numbers for every coordinate of every member costs about as
@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from evograd import validate
+
 if TYPE_CHECKING:  # pragma: no cover
     from evograd.flat import Layout
 
@@ -67,18 +69,6 @@ _CHUNK_BYTES = 4 << 20  # default chunk of weighted_sum on a CPU: about what sta
 _GPU_CHUNK_BYTES = 512 << 20  # on a GPU: few kernel launches per call (benchmarks/chunk_sweep.py)
 
 Scale = torch.Tensor | Mapping[str, float] | None
-
-
-def _check_range(
-    name: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False
-) -> None:
-    """Raise a ValueError naming ``name`` unless ``value`` lies in the stated interval."""
-    below = value <= low if low_open else value < low
-    above = value >= high if high_open else value > high
-    if not math.isfinite(value) or below or above:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        raise ValueError(f"{name}={value!r} is out of range; allowed {left}{low:g}, {high:g}{right}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,12 +117,12 @@ class Mutation:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind={self.kind!r} is not a mutation kind; allowed {KINDS}")
-        _check_range("sigma", self.sigma, 0.0, math.inf, low_open=True, high_open=True)
-        _check_range("alpha", self.alpha, 0.0, 2.0, low_open=True)
-        _check_range("log_range", self.log_range, 0.0, math.inf, high_open=True)
-        _check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
+        validate.real("sigma", self.sigma, low=0.0, low_open=True)
+        validate.real("alpha", self.alpha, low=0.0, high=2.0, low_open=True)
+        validate.real("log_range", self.log_range, low=0.0)
+        validate.real("sparsity", self.sparsity, low=0.0, high=1.0, high_open=True)
         if self.clip is not None:
-            _check_range("clip", self.clip, 0.0, math.inf, low_open=True, high_open=True)
+            validate.real("clip", self.clip, low=0.0, low_open=True)
         if not isinstance(self.antithetic, bool):
             raise ValueError(f"antithetic={self.antithetic!r} must be a bool")
         if self.scale is not None and not isinstance(self.scale, (torch.Tensor, Mapping)):
@@ -165,7 +155,7 @@ def scale_vector(scale: Mapping[str, float], layout: Layout) -> torch.Tensor:
     """
     factors = torch.ones(layout.dim, dtype=torch.float64)
     for key, factor in scale.items():
-        _check_range(f"scale[{key!r}]", float(factor), 0.0, math.inf, high_open=True)
+        validate.real(f"scale[{key!r}]", factor, low=0.0)
         hits = [s for name, s in layout.slices.items() if name == key or name.startswith(key + ".")]
         if not hits:
             raise ValueError(f"scale key {key!r} matches no parameter; parameters are {list(layout.slices)}")

@@ -18,7 +18,7 @@ The user keeps their model, data loader and training loop, and swaps the optimiz
 
 Each step computes every direction source's update, writes the mixed direction into ``p.grad`` and
 calls the base torch optimizer, whose ``param_groups`` and ``state`` it shares by reference: LR
-schedulers, momentum and weight decay behave as with the base alone (DESIGN.md, contract 5).
+schedulers, momentum and weight decay behave as with the base alone (docs/design.rst, contract 5).
 
 **How the batch reaches the evaluator.** ``step(closure, batch=(inputs, targets))`` hands the
 batch to ``evaluator.set_batch`` before any source runs, so the population, SPSA and forward

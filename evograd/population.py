@@ -9,7 +9,7 @@ Every strategy follows one loop (lower fitness is better)::
         state, metrics = strategy.tell(state, seeds, fitness)
 
 ``tell`` is a deterministic function of ``(state, seeds, fitness)``: MPI ranks that run the same
-loop stay in lockstep exchanging only fitness values (DESIGN.md, contract 4). States are frozen
+loop stay in lockstep exchanging only fitness values (docs/design.rst, contract 4). States are frozen
 dataclasses; ``tell`` returns a new one and never modifies its input. ``state.mutation`` is the
 mutation of the current generation (its ``sigma`` may adapt), ``state.center`` the current point.
 
@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-from evograd import noise, shaping
-from evograd.noise import Mutation, _check_range
+from evograd import noise, shaping, validate
+from evograd.noise import Mutation
 
 __all__ = [
     "StrategyState",
@@ -224,8 +224,8 @@ class ScaleFreeEvolution(_SeedStrategy):
             raise ValueError(f"mu={mu!r} is out of range; allowed integers in [1, size={size}]")
         if selection == "plus" and mu != 1:
             raise ValueError(f"mu={mu} is not allowed with selection='plus'; allowed mu=1 (1+lambda)")
-        _check_range("success_target", success_target, 0.0, 1.0, low_open=True, high_open=True)
-        _check_range("damping", damping, 0.0, math.inf, low_open=True, high_open=True)
+        validate.real("success_target", success_target, low=0.0, high=1.0, low_open=True, high_open=True)
+        validate.real("damping", damping, low=0.0, low_open=True)
         low, high = sigma_bounds
         if not 0 < low <= high:
             raise ValueError(f"sigma_bounds={sigma_bounds!r} is not allowed; need 0 < low <= high")
@@ -354,9 +354,9 @@ class RollingImprovement(_SeedStrategy):
         chunk_size: int | None = None,
     ) -> None:
         super().__init__(size=size, mutation=mutation, chunk_size=chunk_size)
-        _check_range("beta", beta, 0.0, 1.0, high_open=True)
-        _check_range("lr", lr, 0.0, math.inf, high_open=True)
-        _check_range("lr_decay", lr_decay, 0.0, 1.0, low_open=True)
+        validate.real("beta", beta, low=0.0, high=1.0, high_open=True)
+        validate.real("lr", lr, low=0.0)
+        validate.real("lr_decay", lr_decay, low=0.0, high=1.0, low_open=True)
         if weighting not in ("slope", "improvement"):
             raise ValueError(f"weighting={weighting!r} is not allowed; allowed 'slope' or 'improvement'")
         self.beta, self.lr, self.lr_decay, self.weighting = beta, lr, lr_decay, weighting
@@ -461,7 +461,7 @@ class OpenES(_SeedStrategy):
         chunk_size: int | None = None,
     ) -> None:
         super().__init__(size=size, mutation=mutation, chunk_size=chunk_size)
-        _check_range("lr", lr, 0.0, math.inf, high_open=True)
+        validate.real("lr", lr, low=0.0)
         if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
             raise ValueError(f"optimizer must be a torch.optim.Optimizer class, got {optimizer!r}")
         self.lr, self.optimizer, self.optimizer_kw = lr, optimizer, dict(optimizer_kw or {})

@@ -1,6 +1,6 @@
 """Fitness shaping: turn raw losses into weights that are robust to their scale.
 
-Lower fitness is better everywhere (DESIGN.md, contract 1). Non-finite fitness is treated as the
+Lower fitness is better everywhere (docs/design.rst, contract 1). Non-finite fitness is treated as the
 worst possible value before any shaping, so a NaN loss can never pull an update towards it.
 
 References:

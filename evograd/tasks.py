@@ -2,7 +2,7 @@
 
 No downloads: data ships with a package (scikit-learn's digits), is generated (teacher-student),
 is read from a path the user gives (MNIST IDX files), or is simulated (gymnasium's classic-control
-environments). Lower is better for every loss; rewards are negated at this boundary (DESIGN.md,
+environments). Lower is better for every loss; rewards are negated at this boundary (docs/design.rst,
 contract 1). Metrics say which way is better in ``Task.higher_is_better``.
 
 A task is either *supervised* (``split``, ``loss_fn``, ``batch_size``: every method can train on
