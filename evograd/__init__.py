@@ -15,6 +15,7 @@ from evograd import (
     mpi,
     noise,
     shaping,
+    strategies,
     tasks,
     validate,
 )
@@ -23,7 +24,7 @@ from evograd.evaluate import ChunkedEvaluator, Evaluator, FunctionEvaluator, Ser
 from evograd.mpi import MPIEvaluator
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
-from evograd.population import (
+from evograd.strategies import (
     ESState,
     EvolutionState,
     OpenES,
@@ -62,6 +63,7 @@ __all__ = [
     "mpi",
     "noise",
     "shaping",
+    "strategies",
     "tasks",
     "validate",
     "__version__",

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from evograd.noise import Mutation
-from evograd.population import ESState, EvolutionState, RollingState, StrategyState
+from evograd.strategies import ESState, EvolutionState, RollingState, StrategyState
 
 __all__ = ["STATE_TYPES", "Checkpoint", "CheckpointError", "Checkpointer", "latest", "load", "save"]
 

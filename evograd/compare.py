@@ -29,7 +29,7 @@ from torch import nn
 from evograd import feedback, flat
 from evograd.evaluate import SerialEvaluator, VmapEvaluator
 from evograd.noise import Mutation
-from evograd.population import OpenES, RollingImprovement, ScaleFreeEvolution
+from evograd.strategies import OpenES, RollingImprovement, ScaleFreeEvolution
 from evograd.tasks import Task
 
 __all__ = [

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         if state.generation % args.log_every == 0 or state.generation == args.generations:
             flat.assign(task.model, state.center)
             log(
-                f"generation {state.generation:6d}  loss {metrics['fitness']:.4f}  {task.metric} {task.score():.4f}  "
+                f"generation {state.generation:6d}  mean loss {metrics['mean']:.4f}  {task.metric} {task.score():.4f}  "
                 f"{fe / 1e6:7.2f}M FE  {time.perf_counter() - start:6.1f}s",
                 flush=True,
             )

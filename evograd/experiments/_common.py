@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from evograd import directions as D
 from evograd.optim import HybridOptimizer
-from evograd.population import RollingImprovement
+from evograd.strategies import RollingImprovement
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

@@ -30,7 +30,7 @@ from evograd.experiments import Experiment, Panel, Progress, mean
 from evograd.experiments._common import accuracy, evolution, minibatches, train, unit
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
-from evograd.population import RollingImprovement
+from evograd.strategies import RollingImprovement
 
 SCALES = ("bottom-heavy", "uniform", "top-heavy")
 SPLITS = ("evo bottom + bp top", "bp bottom + evo top")

@@ -33,7 +33,7 @@ from evograd.experiments import Experiment, Panel, Progress, mean
 from evograd.experiments._common import accuracy, evolution, minibatches, train
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
-from evograd.population import RollingImprovement
+from evograd.strategies import RollingImprovement
 
 KINDS = ("gaussian", "cauchy", "levy1.2", "levy1.5", "levy1.8", "loguniform")
 WEIGHTINGS = ("improving", "signed")

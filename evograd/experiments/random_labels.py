@@ -29,7 +29,7 @@ from evograd.experiments import Experiment, Panel, Progress, mean
 from evograd.experiments._common import accuracy, evolution, minibatches, train, unit
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
-from evograd.population import RollingImprovement
+from evograd.strategies import RollingImprovement
 
 METHODS = ("adam", "hybrid", "evolution")
 FACTOR = 5.0  # "a small constant factor": the largest FE ratio the verdict accepts

@@ -11,7 +11,7 @@ import sys
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from test_population import golden_run
+from test_strategies import golden_run
 
 if __name__ == "__main__":
     out = {name: golden_run(name) for name in ("ScaleFreeEvolution", "RollingImprovement", "OpenES")}
