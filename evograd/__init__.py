@@ -14,8 +14,10 @@ from evograd import (
     flat,
     mpi,
     noise,
+    protocols,
     shaping,
     tasks,
+    tree,
     validate,
 )
 from evograd.cupy_bridge import CupyEvaluator
@@ -61,8 +63,10 @@ __all__ = [
     "flat",
     "mpi",
     "noise",
+    "protocols",
     "shaping",
     "tasks",
+    "tree",
     "validate",
     "__version__",
 ]

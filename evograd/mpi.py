@@ -39,7 +39,6 @@ References:
 from __future__ import annotations
 
 import collections
-import dataclasses
 import hashlib
 import math
 import warnings
@@ -49,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evograd import noise
+from evograd import noise, tree
 
 __all__ = ["MPIEvaluator", "SyncError", "allreduce_mean_", "check_sync", "split", "state_digest"]
 
@@ -107,28 +106,9 @@ def split(n: int, parts: int, *, block: int = 1) -> list[range]:
     return [range(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
 
 
-def _feed(hasher: Any, obj: Any) -> None:
-    """Feed a canonical byte encoding of ``obj`` (tensors, numbers, containers, dataclasses) to ``hasher``."""
-    if isinstance(obj, torch.Tensor):
-        data = obj.detach().cpu().contiguous().reshape(-1)
-        hasher.update(f"tensor{str(obj.dtype)}{tuple(obj.shape)}".encode())
-        hasher.update(data.view(torch.uint8).numpy().tobytes())
-    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        hasher.update(type(obj).__name__.encode())
-        for field in dataclasses.fields(obj):
-            hasher.update(field.name.encode())
-            _feed(hasher, getattr(obj, field.name))
-    elif isinstance(obj, dict):
-        hasher.update(b"dict")
-        for key, value in obj.items():
-            _feed(hasher, key)
-            _feed(hasher, value)
-    elif isinstance(obj, (list, tuple)):
-        hasher.update(f"{type(obj).__name__}{len(obj)}".encode())
-        for item in obj:
-            _feed(hasher, item)
-    else:  # None, bool, int, float, str: repr is exact for floats
-        hasher.update(f"{type(obj).__name__}:{obj!r};".encode())
+def _scalar(obj: Any) -> bytes:
+    """The bytes of a leaf that is not a tensor (None, bool, int, float, str): repr is exact for floats."""
+    return f"{type(obj).__name__}:{obj!r};".encode()
 
 
 def state_digest(obj: Any) -> int:
@@ -144,7 +124,27 @@ def state_digest(obj: Any) -> int:
         (True, False)
     """
     hasher = hashlib.blake2b(digest_size=8)
-    _feed(hasher, obj)
+    nodes: dict[tree.Path, Any] = {}
+    for path, node in tree.walk(obj):  # parents first: each child's key is hashed as its parent dictates
+        nodes[path] = node
+        if path:
+            parent, key = nodes[path[:-1]], path[-1]
+            if tree.is_dataclass(parent):
+                hasher.update(key.encode())
+            elif isinstance(parent, dict):
+                hasher.update(_scalar(key))
+        if isinstance(node, torch.Tensor):
+            data = node.detach().cpu().contiguous().reshape(-1)
+            hasher.update(f"tensor{node.dtype}{tuple(node.shape)}".encode())
+            hasher.update(data.view(torch.uint8).numpy().tobytes())
+        elif tree.is_dataclass(node):
+            hasher.update(type(node).__name__.encode())
+        elif isinstance(node, dict):
+            hasher.update(b"dict")
+        elif isinstance(node, (list, tuple)):
+            hasher.update(f"{type(node).__name__}{len(node)}".encode())
+        else:
+            hasher.update(_scalar(node))
     return int.from_bytes(hasher.digest(), "little")
 
 
