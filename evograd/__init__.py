@@ -6,6 +6,7 @@ numpy and deap; optional extras are imported where they are used).
 
 from evograd import (
     checkpoint,
+    context,
     cupy_bridge,
     deap_tools,
     diagnostics,
@@ -21,8 +22,8 @@ from evograd import (
     validate,
 )
 from evograd.cupy_bridge import CupyEvaluator
-from evograd.evaluate import ChunkedEvaluator, Evaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
-from evograd.mpi import MPIEvaluator
+from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
+from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
 from evograd.population import (
@@ -34,6 +35,7 @@ from evograd.population import (
     ScaleFreeEvolution,
     StrategyState,
 )
+from evograd.protocols import Evaluator, GradientEstimator, ModelEvaluator, State, Strategy, VectorEvaluator
 
 __version__ = "0.1.0"
 
@@ -44,17 +46,25 @@ __all__ = [
     "Evaluator",
     "EvolutionState",
     "FunctionEvaluator",
+    "GradientEstimator",
     "HybridOptimizer",
     "MPIEvaluator",
+    "MPIModelEvaluator",
+    "MPIVectorEvaluator",
+    "ModelEvaluator",
     "Mutation",
     "OpenES",
     "RollingImprovement",
     "RollingState",
     "ScaleFreeEvolution",
     "SerialEvaluator",
+    "State",
+    "Strategy",
     "StrategyState",
+    "VectorEvaluator",
     "VmapEvaluator",
     "checkpoint",
+    "context",
     "cupy_bridge",
     "deap_tools",
     "diagnostics",
