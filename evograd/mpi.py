@@ -295,7 +295,8 @@ class MPIEvaluator:
         Salimans et al. (2017).
     """
 
-    def __new__(cls, local: Evaluator, *args: Any, **kwargs: Any) -> MPIEvaluator:
+    def __new__(cls, local: Evaluator | None = None, *args: Any, **kwargs: Any) -> MPIEvaluator:
+        # ``local`` may be absent only when ``copy`` rebuilds an instance without calling __init__
         if cls is MPIEvaluator:  # the class that declares what ``local`` offers
             if isinstance(local, ModelEvaluator):
                 cls = MPIModelEvaluator

@@ -1,5 +1,7 @@
 """Tests of evograd.protocols: who implements what, and wrappers that declare what they wrap."""
 
+import copy
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -96,6 +98,8 @@ def test_mpi_evaluator_declares_and_forwards_what_it_wraps():
     vector = MPIEvaluator(sphere(), OneRank())
     assert type(vector) is MPIVectorEvaluator and not isinstance(vector, ModelEvaluator)
     assert vector.vector_objective()[0](torch.tensor([3.0, 4.0])).item() == 25.0
+    copied = copy.copy(wrapped)  # a wrapper copies like any object, keeping what it declares
+    assert type(copied) is MPIModelEvaluator and copied.local is local
     bare = MPIEvaluator(Bare(), OneRank())
     assert type(bare) is MPIEvaluator and not isinstance(bare, (ModelEvaluator, VectorEvaluator)) and bare.block == 1
     with pytest.raises(TypeError, match="local must be an evograd.Evaluator"):
