@@ -6,6 +6,7 @@ numpy and deap; optional extras are imported where they are used).
 
 from evograd import (
     checkpoint,
+    context,
     cupy_bridge,
     deap_tools,
     diagnostics,
@@ -14,14 +15,16 @@ from evograd import (
     flat,
     mpi,
     noise,
+    protocols,
     shaping,
     strategies,
     tasks,
+    tree,
     validate,
 )
 from evograd.cupy_bridge import CupyEvaluator
-from evograd.evaluate import ChunkedEvaluator, Evaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
-from evograd.mpi import MPIEvaluator
+from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
+from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
 from evograd.strategies import (
@@ -33,6 +36,7 @@ from evograd.strategies import (
     ScaleFreeEvolution,
     StrategyState,
 )
+from evograd.protocols import Evaluator, GradientEstimator, ModelEvaluator, State, Strategy, VectorEvaluator
 
 __version__ = "0.1.0"
 
@@ -43,17 +47,25 @@ __all__ = [
     "Evaluator",
     "EvolutionState",
     "FunctionEvaluator",
+    "GradientEstimator",
     "HybridOptimizer",
     "MPIEvaluator",
+    "MPIModelEvaluator",
+    "MPIVectorEvaluator",
+    "ModelEvaluator",
     "Mutation",
     "OpenES",
     "RollingImprovement",
     "RollingState",
     "ScaleFreeEvolution",
     "SerialEvaluator",
+    "State",
+    "Strategy",
     "StrategyState",
+    "VectorEvaluator",
     "VmapEvaluator",
     "checkpoint",
+    "context",
     "cupy_bridge",
     "deap_tools",
     "diagnostics",
@@ -62,9 +74,11 @@ __all__ = [
     "flat",
     "mpi",
     "noise",
+    "protocols",
     "shaping",
     "strategies",
     "tasks",
+    "tree",
     "validate",
     "__version__",
 ]

@@ -8,10 +8,15 @@ member)`` (docs/design.rst, contract 2), so a resumed run ends with parameters i
 uninterrupted one as long as the loop derives its minibatches the same way.
 
 Safety. Files are read with ``torch.load(weights_only=True)``, which unpickles only tensors and
-plain containers, so a checkpoint cannot execute code. States are therefore written as plain data:
-a dataclass becomes ``{"__dataclass__": name, "fields": {...}}`` and is rebuilt by name from the
-explicit registry :data:`STATE_TYPES`, never by unpickling a class. Anything else (a generator, a
-module, a numpy array) is refused when saving, naming where it was found.
+plain containers, so a checkpoint cannot execute code. States are therefore written as plain data
+(:func:`plain`): a dataclass becomes ``{"__dataclass__": name, "fields": {...}}``, and anything
+else that is not a tensor, a number, a string, ``None`` or a container of them (a generator, a
+module, a numpy array) is refused when saving, naming where it was found. A state is rebuilt from
+a *template* (:func:`restore`): a fresh state of the same kind, e.g. ``strategy.init(center,
+seed=...)``, whose dataclasses are refilled field by field and validated again. No class is ever
+looked up by name, so a new strategy needs nothing here; ``load`` without ``like=`` returns the
+state as the plain data it was stored as. The same two functions carry the hybrid optimizer's
+source states through its ``state_dict()``.
 
 Atomicity. :func:`save` writes a temporary file in the target directory, flushes and fsyncs it,
 renames it over the target with ``os.replace`` and fsyncs the directory: after a crash at any point
@@ -46,18 +51,14 @@ from typing import Any
 
 import torch
 
-from evograd.noise import Mutation
-from evograd.strategies import ESState, EvolutionState, RollingState, StrategyState
+from evograd import tree
+from evograd.protocols import State
 
-__all__ = ["STATE_TYPES", "Checkpoint", "CheckpointError", "Checkpointer", "latest", "load", "save"]
+__all__ = ["Checkpoint", "CheckpointError", "Checkpointer", "latest", "load", "plain", "restore", "save"]
 
 FORMAT = "evograd-checkpoint"
 VERSION = 1
-#: The dataclasses a checkpoint may contain, rebuilt by class name. A new state class is added here.
-STATE_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (Mutation, StrategyState, EvolutionState, RollingState, ESState)
-}
-_DATACLASS = "__dataclass__"
+DATACLASS = "__dataclass__"  # the key that marks a dataclass in plain data
 _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
 PathLike = str | os.PathLike
@@ -74,7 +75,8 @@ class Checkpoint:
     Attributes:
         path: the file read.
         generation: the generation saved.
-        state: the strategy state, or None.
+        state: the strategy state rebuilt on ``like``; without ``like``, the plain data it was
+            stored as (see :func:`plain`); None when none was saved.
         optimizer: the optimizer ``state_dict()``, or None; apply it with ``opt.load_state_dict``.
         metadata: the user metadata (a dict, empty when none was saved).
         strategy: the saved strategy's class name, or None.
@@ -82,100 +84,205 @@ class Checkpoint:
 
     path: Path
     generation: int
-    state: StrategyState | None
+    state: Any
     optimizer: dict | None
     metadata: dict
     strategy: str | None
 
 
 # ----------------------------------------------------------------------------------------------
-# plain-data encoding
+# states as plain data
 
 
-def _encode(obj: Any, where: str) -> Any:
-    """``obj`` as tensors and plain containers only; CheckpointError naming ``where`` otherwise."""
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return float(obj)
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()  # own storage: a view would drag its whole base tensor along
-    if type(obj) in STATE_TYPES.values():
-        return {
-            _DATACLASS: type(obj).__name__,
-            "fields": {f.name: _encode(getattr(obj, f.name), f"{where}.{f.name}") for f in dataclasses.fields(obj)},
-        }
-    if isinstance(obj, Mapping):
-        if _DATACLASS in obj:
-            raise CheckpointError(f"{where}: the key {_DATACLASS!r} is reserved")
-        out = {}
-        for key, value in obj.items():
-            if isinstance(key, bool) or not isinstance(key, (str, int)):
-                raise CheckpointError(f"{where}: dict keys must be str or int, got {key!r}")
-            out[key] = _encode(value, f"{where}[{key!r}]")
-        return out
-    if isinstance(obj, (list, tuple)):
-        items = [_encode(item, f"{where}[{i}]") for i, item in enumerate(obj)]
-        return items if isinstance(obj, list) else tuple(items)
-    raise CheckpointError(
-        f"{where}: cannot store an object of type {type(obj).__name__}; allowed are tensors, "
-        f"numbers, strings, None, lists, tuples, dicts and {sorted(STATE_TYPES)}"
-    )
+def plain(state: Any, *, root: str = "state") -> Any:
+    """A state tree as tensors, numbers, strings, ``None`` and plain containers only.
+
+    A dataclass becomes ``{"__dataclass__": its class name, "fields": {name: plain value}}``;
+    tensors are copied (a view would drag its whole base tensor along). The result loads with
+    ``torch.load(weights_only=True)``.
+
+    Args:
+        state: the tree (strategy state, a mix's dict of named states, an optimizer state dict, ...).
+        root: the name errors give the tree.
+
+    Raises:
+        CheckpointError: something cannot be stored as plain data, named by where it was found.
+
+    Examples:
+        >>> from evograd import Mutation
+        >>> plain({"evo": Mutation(sigma=0.5)})["evo"]["fields"]["sigma"]
+        0.5
+    """
+
+    def leaf(path: tree.Path, obj: Any) -> Any:
+        if obj is None or isinstance(obj, (bool, str)):
+            return obj
+        if isinstance(obj, int):
+            return int(obj)
+        if isinstance(obj, float):
+            return float(obj)
+        if isinstance(obj, torch.Tensor):
+            return obj.detach().clone()
+        raise CheckpointError(
+            f"{tree.describe(path, root)}: cannot store an object of type {type(obj).__name__}; allowed are "
+            "tensors, numbers, strings, None, and lists, tuples, dicts and dataclasses of them"
+        )
+
+    def branch(path: tree.Path, node: Any, values: dict) -> Any:
+        if tree.is_dataclass(node):
+            return {DATACLASS: type(node).__name__, "fields": values}
+        if isinstance(node, dict):
+            if DATACLASS in node:
+                raise CheckpointError(f"{tree.describe(path, root)}: the key {DATACLASS!r} is reserved")
+            for key in node:
+                if isinstance(key, bool) or not isinstance(key, (str, int)):
+                    raise CheckpointError(f"{tree.describe(path, root)}: dict keys must be str or int, got {key!r}")
+        return tree.rebuild(node, values)
+
+    return tree.map(leaf, state, branch=branch)
 
 
-def _decode(obj: Any, where: str) -> Any:
-    """Inverse of :func:`_encode`."""
-    if isinstance(obj, dict) and _DATACLASS in obj:
-        name = obj[_DATACLASS]
-        cls = STATE_TYPES.get(name)
-        if cls is None:
-            raise CheckpointError(f"{where}: unknown state class {name!r}; known: {sorted(STATE_TYPES)}")
-        fields = obj.get("fields", {})
-        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise CheckpointError(f"{where}: {name} has no field(s) {sorted(unknown)} in this version of evograd")
-        try:  # a field added since the checkpoint was written takes its default; a missing required one raises
-            return cls(**{key: _decode(value, f"{where}.{key}") for key, value in fields.items()})
-        except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{where}: invalid {name}: {err}") from err
-    if isinstance(obj, dict):
-        return {key: _decode(value, f"{where}[{key!r}]") for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_decode(item, f"{where}[{i}]") for i, item in enumerate(obj))
-    return obj
+def _record(saved: Any) -> tuple[str, dict] | None:
+    """``(class name, fields)`` of a plain dataclass record, or None if ``saved`` is not one."""
+    if isinstance(saved, dict) and DATACLASS in saved and isinstance(saved.get("fields"), dict):
+        return saved[DATACLASS], saved["fields"]
+    return None
+
+
+_MISSING = object()
+
+
+def _lookup(saved: Any, path: tree.Path) -> Any:
+    """The node of plain data at a template's ``path`` (dataclass fields looked up in their record)."""
+    for key in path:
+        record = _record(saved)
+        if record is not None:
+            saved = record[1]
+        if isinstance(saved, dict) and key in saved:
+            saved = saved[key]
+        elif isinstance(saved, (list, tuple)) and isinstance(key, int) and key < len(saved):
+            saved = saved[key]
+        else:
+            return _MISSING
+    return saved
+
+
+def restore(like: Any, saved: Any, *, root: str = "state") -> Any:
+    """The inverse of :func:`plain`, guided by a fresh state of the same kind (``like``).
+
+    ``like`` supplies the structure and the classes: its dataclasses are refilled with the saved
+    fields and validated again, and a field the saved data lacks (one added to the class since)
+    keeps ``like``'s value. Where ``like`` holds ``None`` or an empty container (an optimizer
+    state not created yet, a history not begun), the saved plain data is taken as it is. Every
+    mismatch is collected and the whole restore refused: a dataclass of another class or with
+    unknown fields, a dict with other keys (a mix's states are keyed by source name, so a state
+    saved from another mix is refused, not misassigned), a sequence of another length, a tensor of
+    another shape or dtype, a container where ``like`` holds a number or a string.
+
+    Args:
+        like: the template, e.g. ``strategy.init(center, seed=...)``.
+        saved: plain data from :func:`plain`.
+        root: the name errors give the tree.
+
+    Raises:
+        CheckpointError: the saved data does not fit ``like``; the message lists every difference.
+
+    Examples:
+        >>> import torch
+        >>> from evograd import Mutation
+        >>> like = {"evo": Mutation(), "step": 0}
+        >>> restore(like, plain({"evo": Mutation(sigma=0.5), "step": 3}))
+        {'evo': Mutation(kind='gaussian', sigma=0.5, alpha=1.5, log_range=5.0, antithetic=False, sparsity=0.0, \
+clip=None), 'step': 3}
+        >>> restore(like, plain({"es": Mutation(), "step": 3}))
+        Traceback (most recent call last):
+        ...
+        evograd.checkpoint.CheckpointError: state has unknown key(s) ['es'] and lacks ['evo']
+    """
+    problems: list[str] = []
+
+    def leaf(path: tree.Path, template: Any) -> Any:
+        found = _lookup(saved, path)
+        if found is _MISSING:
+            return template
+        if isinstance(template, torch.Tensor):
+            if not (
+                isinstance(found, torch.Tensor) and found.shape == template.shape and found.dtype == template.dtype
+            ):
+                now = f"{tuple(template.shape)} {template.dtype}"
+                was = f"{tuple(found.shape)} {found.dtype}" if isinstance(found, torch.Tensor) else repr(found)
+                problems.append(f"{tree.describe(path, root)} (saved {was}, now {now})")
+            return found.to(template.device) if isinstance(found, torch.Tensor) else found
+        if template is not None and isinstance(found, (dict, list, tuple)):
+            problems.append(f"{tree.describe(path, root)} (saved a {type(found).__name__}, now {template!r})")
+        return found
+
+    def branch(path: tree.Path, template: Any, values: dict) -> Any:
+        found, where = _lookup(saved, path), tree.describe(path, root)
+        if found is _MISSING:
+            return tree.rebuild(template, values)
+        if tree.is_dataclass(template):
+            record = _record(found)
+            if record is None or record[0] != type(template).__name__:
+                was = record[0] if record else type(found).__name__
+                problems.append(f"{where} class (saved {was}, now {type(template).__name__})")
+                return template
+            unknown = sorted(set(record[1]) - set(values))
+            if unknown:
+                problems.append(f"{where}: {record[0]} has no field(s) {unknown} in this version of evograd")
+        elif not tree.children(template):  # an empty dict, list or tuple grows as a run goes: take what it became
+            return found
+        elif isinstance(template, dict):
+            if not isinstance(found, dict) or set(found) != set(template):
+                keys = set(found) if isinstance(found, dict) else set()
+                problems.append(
+                    f"{where} has unknown key(s) {sorted(keys - set(template), key=str)} and lacks "
+                    f"{sorted(set(template) - keys, key=str)}"
+                )
+        elif not isinstance(found, (list, tuple)) or len(found) != len(template):
+            was = f"a {type(found).__name__} of {len(found)}" if isinstance(found, (list, tuple)) else repr(found)
+            problems.append(f"{where} (saved {was}, now a {type(template).__name__} of {len(template)})")
+        try:
+            return tree.rebuild(template, values)
+        except (TypeError, ValueError) as err:  # a dataclass's own validation
+            problems.append(f"{where}: invalid {type(template).__name__}: {err}")
+            return template
+
+    restored = tree.map(leaf, like, branch=branch)
+    if problems:
+        raise CheckpointError("; ".join(problems))
+    return restored
 
 
 def _config(strategy: Any) -> dict:
     """A strategy's configuration as plain data; classes and functions by qualified name."""
 
-    def plain(value: Any) -> Any:
+    def name(value: Any) -> Any:
         return f"{value.__module__}.{value.__qualname__}" if callable(value) else value
 
-    return _encode({key: plain(value) for key, value in sorted(vars(strategy).items())}, "strategy")
+    return plain({key: name(value) for key, value in sorted(vars(strategy).items())}, root="strategy")
 
 
-def _differences(saved: Any, current: Any, where: str) -> list[str]:
-    """Where two plain-data trees differ (tensors by dtype, shape and value)."""
-    if isinstance(saved, torch.Tensor) or isinstance(current, torch.Tensor):
-        same = (
-            isinstance(saved, torch.Tensor)
-            and isinstance(current, torch.Tensor)
-            and saved.dtype == current.dtype
-            and saved.shape == current.shape
-            and torch.equal(saved.cpu(), current.cpu())
-        )
-        return [] if same else [where]
-    if isinstance(saved, dict) and isinstance(current, dict):
-        return [
-            d
-            for key in sorted(set(saved) | set(current), key=str)
-            for d in _differences(saved.get(key), current.get(key), f"{where}.{key}")
-        ]
-    if isinstance(saved, (list, tuple)) and isinstance(current, (list, tuple)) and len(saved) == len(current):
-        return [d for i, (a, b) in enumerate(zip(saved, current)) for d in _differences(a, b, f"{where}[{i}]")]
-    return [] if saved == current and type(saved) is type(current) else [f"{where} (saved {saved!r}, now {current!r})"]
+def _differences(saved: Any, current: Any, root: str) -> list[str]:
+    """Where two plain-data trees differ (tensors by dtype, shape and value), path by path."""
+    saved, current = tree.flatten(saved), tree.flatten(current)
+    found = []
+    for path in sorted(saved.keys() | current.keys(), key=str):
+        a, b = saved.get(path, _MISSING), current.get(path, _MISSING)
+        if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+            same = (
+                isinstance(a, torch.Tensor)
+                and isinstance(b, torch.Tensor)
+                and a.dtype == b.dtype
+                and a.shape == b.shape
+                and torch.equal(a.cpu(), b.cpu())
+            )
+            if not same:
+                found.append(tree.describe(path, root))
+        elif not (a == b and type(a) is type(b)):
+            show = lambda v: "nothing" if v is _MISSING else repr(v)  # noqa: E731
+            found.append(f"{tree.describe(path, root)} (saved {show(a)}, now {show(b)})")
+    return found
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,7 +309,7 @@ def save(
     path: PathLike,
     *,
     generation: int,
-    state: StrategyState | None = None,
+    state: Any = None,
     strategy: Any = None,
     optimizer: Any = None,
     metadata: Mapping | None = None,
@@ -212,11 +319,11 @@ def save(
     Args:
         path: the file to write; its directory must exist.
         generation: the generation reached, >= 0.
-        state: a strategy state (any class of :data:`STATE_TYPES`).
+        state: a strategy state, or any tree :func:`plain` can store.
         strategy: the strategy object, whose class and configuration are recorded so that
             :func:`load` can refuse a different one.
-        optimizer: an optimizer (anything with ``state_dict()``) or a state dict of tensors and plain
-            values.
+        optimizer: a ``torch.optim.Optimizer`` (its ``state_dict()`` is stored) or a state dict of
+            tensors and plain values.
         metadata: plain user data (numbers, strings, tensors, containers), e.g. the command line.
 
     Returns:
@@ -238,18 +345,16 @@ def save(
         (0, True, {'task': 'demo'})
     """
     _check_generation(generation)
-    if state is not None and type(state) not in STATE_TYPES.values():
-        raise CheckpointError(f"state: {type(state).__name__} is not a known state class {sorted(STATE_TYPES)}")
-    if optimizer is not None and hasattr(optimizer, "state_dict"):
+    if isinstance(optimizer, torch.optim.Optimizer):
         optimizer = optimizer.state_dict()
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "generation": generation,
-        "state": _encode(state, "state"),
+        "state": plain(state, root="state"),
         "strategy": None if strategy is None else {"class": type(strategy).__name__, "config": _config(strategy)},
-        "optimizer": _encode(optimizer, "optimizer"),
-        "metadata": _encode(dict(metadata or {}), "metadata"),
+        "optimizer": plain(optimizer, root="optimizer"),
+        "metadata": plain(dict(metadata or {}), root="metadata"),
     }
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -267,16 +372,16 @@ def save(
     return path
 
 
-def load(
-    path: PathLike, *, strategy: Any = None, like: StrategyState | None = None, map_location: Any = None
-) -> Checkpoint:
+def load(path: PathLike, *, strategy: Any = None, like: State | None = None, map_location: Any = None) -> Checkpoint:
     """Read a checkpoint safely and check it fits this run before anything is used.
 
     Args:
         path: the file.
         strategy: if given, the saved strategy must have the same class and configuration.
-        like: if given (e.g. ``strategy.init(center, seed=...)``), the saved state must have the
-            same class, seed, and center shape and dtype (the same model).
+        like: a fresh state of this run (e.g. ``strategy.init(center, seed=...)``): the saved state
+            must have its class, seed, and center shape and dtype (the same model), and is rebuilt
+            on it (:func:`restore`). Without it, ``Checkpoint.state`` is the plain data stored
+            (:func:`plain`).
         map_location: as for ``torch.load`` (e.g. ``"cpu"`` for a checkpoint written on a GPU); by
             default the device of ``like``'s center when ``like`` is given, so a run resumes on its
             own device whichever device wrote the file.
@@ -308,14 +413,6 @@ def load(
         raise CheckpointError(
             f"{path} has format version {payload.get('version')!r}; this evograd reads up to {VERSION}"
         )
-    checkpoint = Checkpoint(
-        path=path,
-        generation=payload["generation"],
-        state=_decode(payload["state"], "state"),
-        optimizer=_decode(payload["optimizer"], "optimizer"),
-        metadata=_decode(payload["metadata"], "metadata"),
-        strategy=(payload["strategy"] or {}).get("class"),
-    )
     problems = []
     if strategy is not None:
         saved = payload["strategy"] or {"class": None, "config": None}
@@ -323,21 +420,39 @@ def load(
             problems.append(f"strategy class (saved {saved['class']}, now {type(strategy).__name__})")
         else:
             problems += _differences(saved["config"], _config(strategy), "strategy")
+    state = payload["state"]
     if like is not None:
-        state = checkpoint.state
-        if type(state) is not type(like):
-            problems.append(f"state class (saved {type(state).__name__}, now {type(like).__name__})")
-        else:
-            if state.center.shape != like.center.shape or state.center.dtype != like.center.dtype:
-                problems.append(
-                    f"model (saved center {tuple(state.center.shape)} {state.center.dtype}, now "
-                    f"{tuple(like.center.shape)} {like.center.dtype})"
-                )
-            if state.seed != like.seed:
-                problems.append(f"seed (saved {state.seed}, now {like.seed})")
+        problems += _identity(state, like)
+        if not problems:
+            try:
+                state = restore(like, state)
+            except CheckpointError as err:
+                problems.append(str(err))
     if problems:
         raise CheckpointError(f"{path} does not match this run: " + "; ".join(problems))
-    return checkpoint
+    return Checkpoint(
+        path=path,
+        generation=payload["generation"],
+        state=state,
+        optimizer=payload["optimizer"],
+        metadata=payload["metadata"],
+        strategy=(payload["strategy"] or {}).get("class"),
+    )
+
+
+def _identity(saved: Any, like: State) -> list[str]:
+    """What makes a saved state another run's: its class, its seed, its model (center shape and dtype)."""
+    record = _record(saved)
+    if record is None or record[0] != type(like).__name__:
+        return [f"state class (saved {record[0] if record else type(saved).__name__}, now {type(like).__name__})"]
+    center, seed = record[1].get("center"), record[1].get("seed")
+    problems = []
+    if not isinstance(center, torch.Tensor) or center.shape != like.center.shape or center.dtype != like.center.dtype:
+        was = f"{tuple(center.shape)} {center.dtype}" if isinstance(center, torch.Tensor) else repr(center)
+        problems.append(f"model (saved center {was}, now {tuple(like.center.shape)} {like.center.dtype})")
+    if seed != like.seed:
+        problems.append(f"seed (saved {seed}, now {like.seed})")
+    return problems
 
 
 def _generations(directory: Path) -> dict[int, Path]:

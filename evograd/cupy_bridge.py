@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from evograd.evaluate import FunctionEvaluator
+from evograd.evaluate import ChunkedEvaluator
 
 __all__ = ["require_cupy", "to_cupy", "to_torch", "CupyEvaluator"]
 
@@ -76,14 +76,18 @@ def to_torch(array: Any) -> torch.Tensor:
     return torch.from_dlpack(array)
 
 
-class CupyEvaluator(FunctionEvaluator):
+class CupyEvaluator(ChunkedEvaluator):
     """Fitness of flat vectors by a CuPy function: ``fn(x: cupy (c, dim)) -> cupy (c,)``.
 
     The chunks of candidates (of a ``center`` on a CUDA device) reach ``fn`` as CuPy views of
     evograd's own tensors, and its result returns as a view too (:func:`to_cupy`,
-    :func:`to_torch`). Everything else is :class:`~evograd.FunctionEvaluator`'s: chunking,
+    :func:`to_torch`). Everything else is :class:`~evograd.ChunkedEvaluator`'s: chunking,
     counting, non-finite fitness ranked worst, :meth:`score` for explicit candidates (e.g. a DEAP
     population through :class:`evograd.deap_tools.PopulationFitness`).
+
+    It is an :class:`~evograd.protocols.Evaluator` of populations and nothing more: CuPy code is
+    outside torch's autograd, so it offers no differentiable loss (no ``vector_objective``) to the
+    forward-gradient and SPSA direction sources.
 
     Args:
         fn: the fitness, lower is better; it may keep the arrays it is given.
@@ -93,9 +97,12 @@ class CupyEvaluator(FunctionEvaluator):
         ImportError / RuntimeError: no CuPy or no CUDA device (see :func:`require_cupy`).
     """
 
+    reuses_chunks = False  # fn is user code, free to keep the arrays it is given
+
     def __init__(self, fn: Callable[[Any], Any], *, chunk_size: int = 1024) -> None:
         self._cupy = require_cupy()  # checked once here, not once per chunk
-        super().__init__(fn, chunk_size=chunk_size)
+        super().__init__(chunk_size=chunk_size)
+        self.fn = fn
 
     def _score(self, candidates: torch.Tensor, context: None) -> torch.Tensor:
         if candidates.device.type != "cuda":

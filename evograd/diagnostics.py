@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from evograd.directions import Context, Direction
+from evograd.context import Context, set_batch
+from evograd.directions import Direction
+from evograd.protocols import Evaluator
 
 __all__ = ["Alignment", "cosines", "alignment"]
 
@@ -59,7 +61,7 @@ def alignment(
     model: nn.Module,
     closure: Callable[[], Tensor],
     *,
-    evaluator: Any = None,
+    evaluator: Evaluator | None = None,
     batch: Any = None,
     state: Any = None,
     step: int = 0,
@@ -75,7 +77,7 @@ def alignment(
         model: the network.
         closure: computes the loss with ``model`` (calling ``backward()`` itself or not).
         evaluator: for sources that need one (population, forward gradient, SPSA).
-        batch: if given, handed to ``evaluator.set_batch`` first.
+        batch: if given, handed first to ``evaluator.set_batch`` (a model evaluator's).
         state: the source's state to start from (e.g. a trained rolling estimate).
         step: the step count the source sees (it seeds per-step noise).
 
@@ -94,8 +96,7 @@ def alignment(
     """
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     names, params = [n for n, _ in named], [p for _, p in named]
-    if batch is not None:
-        evaluator.set_batch(batch)
+    set_batch(evaluator, batch)
     saved = [p.grad for p in params]
     try:
         ctx = Context(params, step=step, closure=closure, evaluator=evaluator, names=names)

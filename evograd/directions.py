@@ -7,29 +7,33 @@ optax-shaped pair, torch-native::
     state = source.init(ctx)                       # once, before the first step
     directions, state = source.update(state, ctx)  # every step: one tensor per ctx.params
 
-``ctx`` is a :class:`Context`: the parameters the source drives, the step count, the user's
-closure, the evaluator and the FE counter of one optimizer step. States are ``None``, frozen
-dataclasses or dicts of them; :func:`mix` keys its members' states by the names the user gave them
-(docs/design.rst, contract 5), and :func:`plain`/:func:`restore` turn states into tensors-and-numbers
-dicts and back, so a checkpoint loads with ``torch.load(weights_only=True)``.
+``ctx`` is a :class:`~evograd.context.Context` (:mod:`evograd.context`, re-exported here for
+sources of your own): the parameters the source drives, the step count, the user's closure, the
+evaluator and the FE counter of one optimizer step. States are ``None``, frozen dataclasses or
+dicts of them; :func:`mix` keys its members' states by the names the user gave them
+(docs/design.rst, contract 5), and :func:`evograd.checkpoint.plain` / :func:`evograd.checkpoint.restore`
+turn states into tensors-and-numbers dicts and back, so a checkpoint loads with
+``torch.load(weights_only=True)``.
 
-Where the loss comes from:
+Where the loss comes from (the evaluator is used through its protocols, :mod:`evograd.protocols`):
 
 * :func:`backprop` and the feedback rules run the user's closure (torch's contract: it computes the
   loss and usually calls ``backward()``) or read the ``.grad`` a loop computed before ``step()``.
-* :func:`improvement` and :func:`es` score a population with the evaluator,
-  ``evaluator(center, seeds, mutation)``, vectorized and chunked; never the closure per member.
-* :func:`forward_gradient` and :func:`spsa` need the loss as a function of the parameters: the
-  evaluator's ``objective()`` (``VmapEvaluator``/``SerialEvaluator``) or a ``FunctionEvaluator``'s
-  ``fn``.
+* :func:`improvement` and :func:`es` run a :class:`~evograd.protocols.GradientEstimator` strategy
+  and score its population with the evaluator, ``evaluator(center, seeds, mutation)``, vectorized
+  and chunked; never the closure per member.
+* :func:`forward_gradient` and :func:`spsa` need the loss as a function of the parameters: a
+  :class:`~evograd.protocols.ModelEvaluator`'s ``objective()`` (``VmapEvaluator``,
+  ``SerialEvaluator``) or a :class:`~evograd.protocols.VectorEvaluator`'s ``vector_objective()``
+  (``FunctionEvaluator``).
 
-The evaluator's vector. Population sources work on the flat vector of the evaluator's model
+The evaluator's vector. Population sources work on the flat vector of a model evaluator's model
 (``flat.layout_of(evaluator.model)``, parameters matched by identity), re-synced to the live
 parameters every step. When a source drives only some of the model's parameters, the strategy's
 mutation gets ``scale`` = its own scale times a 0/1 mask of those coordinates, so only they are
 perturbed and the estimate is zero elsewhere. (A judgement call: masking keeps every evaluator
 usable unchanged, at the price of drawing noise for masked coordinates, and a radial
-``"loguniform"`` row loses the masked share of its norm.) An evaluator without a ``model`` (a
+``"loguniform"`` row loses the masked share of its norm.) Any other evaluator (a
 ``FunctionEvaluator``) scores the source's own parameters, concatenated.
 
 Cost, in forward-pass equivalents (docs/design.rst, contract 8), charged to ``ctx`` and summed by the
@@ -37,6 +41,14 @@ optimizer: a closure call is a forward and a backward pass, 3 FE per sample; a p
 what the evaluator counts (members × samples); SPSA two forward passes, 2 FE per sample; a forward
 gradient 3 FE per sample (the tangent pass of a linear layer is two products, ``Ẇx + Wẋ``, as
 the backward pass is; its gain is memory, not arithmetic).
+
+Over MPI (``evaluator=MPIEvaluator(VmapEvaluator(...))``, every rank running the same loop on the
+same batch), populations are split across the ranks by the evaluator, while the closure (backprop,
+feedback rules) and the loss of :func:`spsa` and :func:`forward_gradient` are computed in full on
+every rank: the same batch gives the same result on every rank with no reduction whose float
+order depends on the rank count, so parameters are bit-identical to one process. FE counts the
+algorithmic cost once, not once per rank: a population's forward passes are summed over the ranks
+that share it, a closure call or an SPSA probe that every rank repeats is charged once.
 
 References:
     Salimans, Ho, Chen, Sidor & Sutskever (2017), Evolution strategies as a scalable alternative to
@@ -49,9 +61,7 @@ References:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -59,11 +69,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from evograd import feedback, flat, noise
+from evograd import feedback, noise
+from evograd.context import Context
+from evograd.protocols import GradientEstimator
 
 __all__ = [
     "Context",
     "Direction",
+    "check_direction",
     "Transform",
     "backprop",
     "improvement",
@@ -78,212 +91,9 @@ __all__ = [
     "clip_norm",
     "normalize",
     "anneal",
-    "plain",
-    "restore",
 ]
 
 Weight = float | Callable[[int], float]
-Closure = Callable[[], Any]
-
-
-# ----------------------------------------------------------------------------------------------
-# context
-
-
-class _Run:
-    """What one step shares between contexts: the closure's loss and gradient, and the FE spent."""
-
-    def __init__(self, params: list[Tensor], closure: Closure | None, samples: int | None) -> None:
-        self.params, self.closure, self.samples = params, closure, samples
-        self.loss: Tensor | None = None
-        self.fe = 0
-        self.uncounted = 0  # closure calls whose FE could not be charged: the batch size was unknown
-        self.has_gradient = False
-
-    def charge_closure(self) -> None:
-        if self.samples is None:
-            self.uncounted += 1
-        else:
-            self.fe += 3 * self.samples  # forward 1 FE + backward 2 FE per sample
-
-    def call(self, closure: Closure) -> Tensor:
-        """Run ``closure`` once, keep the step's first loss, and check it returned one."""
-        loss = closure()
-        if not isinstance(loss, Tensor) or loss.numel() != 1:
-            raise TypeError(
-                f"the closure must return the loss as a one-element tensor, got {type(loss).__name__}; "
-                "end it with `return loss`"
-            )
-        self.loss = loss if self.loss is None else self.loss
-        self.charge_closure()
-        return loss
-
-    def gradient(self, who: str) -> None:
-        """Make every ``p.grad`` hold the true gradient, calling the closure at most once per step."""
-        if self.has_gradient:
-            return
-        if self.closure is not None:
-            for p in self.params:  # so a closure that only returns the loss is detected below
-                p.grad = None
-            with torch.enable_grad(), feedback.mode("bp"):  # true gradients even through converted layers
-                loss = self.call(self.closure)
-                if loss.requires_grad and all(p.grad is None for p in self.params):
-                    loss.backward()  # the closure returned the loss without calling backward()
-        elif all(p.grad is None for p in self.params):
-            raise ValueError(
-                f"{who} needs the gradient: call optimizer.step(closure) with a closure that computes "
-                "the loss, or call loss.backward() before optimizer.step()"
-            )
-        else:
-            self.charge_closure()  # a backward the training loop ran before step()
-        self.has_gradient = True
-
-    def finish(self) -> Tensor | None:
-        """The step's loss; torch's contract calls a given closure once even if no source needed it."""
-        if self.closure is not None and self.loss is None:
-            with torch.enable_grad():
-                self.call(self.closure)
-        return self.loss
-
-
-@dataclasses.dataclass(frozen=True)
-class _Space:
-    """The evaluator's flat vector and where a source's parameters lie in it."""
-
-    center: Tensor  # (dim,)
-    slices: list[slice]
-    shapes: list[torch.Size]
-    mask: Tensor | None  # (dim,) 1 on the source's coordinates; None when they are the whole vector
-
-    def split(self, vector: Tensor) -> list[Tensor]:
-        """The source's parameters' parts of a (dim,) vector, shaped like them."""
-        return [vector[s].view(shape) for s, shape in zip(self.slices, self.shapes)]
-
-
-class Context:
-    """What one optimizer step offers a direction source, for the parameters it drives.
-
-    :class:`~evograd.HybridOptimizer` builds one per step and hands each direction its share
-    (:meth:`restrict`); :func:`evograd.diagnostics.alignment` builds one to run a source alone.
-    Sources read it, ask it for losses and gradients, and charge their cost to it.
-
-    Args:
-        params: the parameters (live leaf tensors).
-        step: optimizer steps taken before this one; seeds of per-step noise derive from it.
-        closure: torch's closure: computes the loss (and usually calls ``backward()``).
-        evaluator: scores populations ``(center, seeds, mutation) -> (n,)``; see the module docstring.
-        samples: samples in this step's batch, to charge closure calls (``None``: unknown).
-        names: the parameters' names, for messages and per-layer diagnostics.
-
-    Attributes:
-        trace: ``None``, or a dict in which :func:`mix` stores each member's direction by name.
-    """
-
-    def __init__(
-        self,
-        params: Sequence[Tensor],
-        *,
-        step: int = 0,
-        closure: Closure | None = None,
-        evaluator: Any = None,
-        samples: int | None = None,
-        names: Sequence[str] | None = None,
-    ) -> None:
-        self.params = list(params)
-        self.names = list(names) if names is not None else [str(i) for i in range(len(self.params))]
-        self.step, self.closure, self.evaluator = step, closure, evaluator
-        self.trace: dict[str, list[Tensor]] | None = None
-        self._run = _Run(self.params, closure, samples)
-
-    def restrict(self, params: Sequence[Tensor], names: Sequence[str]) -> Context:
-        """A context for a subset of the parameters that shares this step's closure calls and FE."""
-        ctx = copy.copy(self)  # the same _Run
-        ctx.params, ctx.names, ctx.trace = list(params), list(names), None
-        return ctx
-
-    @property
-    def fe(self) -> int:
-        """Forward-pass equivalents charged so far in this step (by every context sharing it)."""
-        return self._run.fe
-
-    def spend(self, fe: int) -> None:
-        """Charge ``fe`` forward-pass equivalents to this step."""
-        self._run.fe += int(fe)
-
-    def gradient(self, who: str = "backprop()") -> list[Tensor]:
-        """The true (backprop) gradient of the closure's loss, one tensor per parameter."""
-        self._run.gradient(who)
-        return [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
-
-    def feedback_gradients(self, model: nn.Module, rule: str) -> list[Tensor]:
-        """Gradients of the closure's loss under a backprop-free ``rule``, one per ``model.parameters()``."""
-        if self.closure is None:
-            raise ValueError(f"the {rule!r} feedback rule needs optimizer.step(closure)")
-        return feedback.feedback_gradients(model, lambda: self._run.call(self.closure), rule)
-
-    def require_evaluator(self, who: str) -> Any:
-        """The evaluator; a ValueError if there is none or its model lacks one of the parameters."""
-        if self.evaluator is None:
-            raise ValueError(f"{who} needs an evaluator: HybridOptimizer(..., evaluator=VmapEvaluator(model, loss_fn))")
-        if getattr(self.evaluator, "model", None) is not None:
-            self._where(self.evaluator.model, who)
-        return self.evaluator
-
-    def evaluate(self, center: Tensor, seeds: Tensor, mutation: noise.Mutation, who: str) -> Tensor:
-        """Population fitness from the evaluator, its forward passes charged to this step."""
-        evaluator = self.require_evaluator(who)
-        before = getattr(evaluator, "forward_passes", None)
-        fitness = evaluator(center, seeds, mutation)  # (n,)
-        self.spend(len(seeds) if before is None else evaluator.forward_passes - before)
-        return fitness
-
-    def _where(self, model: nn.Module, who: str) -> list[str]:
-        """The names, in ``model``, of this context's parameters (matched by identity)."""
-        names = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
-        for p, name in zip(self.params, self.names):
-            if id(p) not in names:
-                raise ValueError(
-                    f"{who}: parameter {name!r} {tuple(p.shape)} is not a trainable parameter of the "
-                    f"evaluator's model ({type(model).__name__})"
-                )
-        return [names[id(p)] for p in self.params]
-
-    def space(self, who: str) -> _Space:
-        """The evaluator's flat vector now, and where this context's parameters lie in it."""
-        model = getattr(self.require_evaluator(who), "model", None)
-        shapes = [p.shape for p in self.params]
-        if model is None:  # a function of flat vectors: the vector is these parameters
-            center = torch.cat([p.detach().reshape(-1) for p in self.params])  # (dim,)
-            ends = itertools.accumulate(p.numel() for p in self.params)
-            return _Space(center, [slice(e - p.numel(), e) for p, e in zip(self.params, ends)], shapes, None)
-        layout = flat.layout_of(model)
-        slices = [layout.slices[name] for name in self._where(model, who)]
-        center = flat.flatten(model)  # (dim,)
-        mask = None
-        if sum(p.numel() for p in self.params) < layout.dim:
-            mask = torch.zeros_like(center)  # (dim,)
-            for s in slices:
-                mask[s] = 1.0
-        return _Space(center, slices, shapes, mask)
-
-    def objective(self, who: str) -> tuple[Callable[[Sequence[Tensor] | None], Tensor], int]:
-        """``loss(params)`` on one batch (``None``: the live parameters), and the batch's sample count."""
-        evaluator = self.require_evaluator(who)
-        if hasattr(evaluator, "objective"):
-            loss, samples = evaluator.objective()
-            names = self._where(evaluator.model, who)
-            return (lambda ps: loss({} if ps is None else dict(zip(names, ps)))), samples
-        if hasattr(evaluator, "fn"):  # FunctionEvaluator: fn((c, dim)) -> (c,)
-
-            def loss(ps: Sequence[Tensor] | None) -> Tensor:
-                vector = torch.cat([p.reshape(-1) for p in (self.params if ps is None else ps)])  # (dim,)
-                return evaluator.fn(vector[None])[0]
-
-            return loss, 1
-        raise TypeError(
-            f"{who} needs the loss as a function of the parameters: an evaluator with objective() "
-            f"(VmapEvaluator, SerialEvaluator) or a FunctionEvaluator, got {type(evaluator).__name__}"
-        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,13 +157,15 @@ def _check_seed(seed: int) -> int:
 
 
 class _Population(Direction):
-    """Ask → evaluate → tell of an ask/tell strategy at the live parameters; reads a field of its state."""
+    """Ask → evaluate → tell of a gradient-estimating strategy at the live parameters."""
 
-    def __init__(self, name: str, strategy: Any, seed: int, field: str, sign: float) -> None:
-        if not all(callable(getattr(strategy, m, None)) for m in ("init", "ask", "tell")):
-            raise TypeError(f"{name}() needs an ask/tell strategy (init, ask, tell), got {type(strategy).__name__}")
+    def __init__(self, name: str, strategy: GradientEstimator, seed: int) -> None:
+        if not isinstance(strategy, GradientEstimator):
+            raise TypeError(
+                f"{name}() needs an ask/tell strategy that estimates the gradient (init, ask, tell, "
+                f"population, gradient_estimate; e.g. RollingImprovement, OpenES), got {type(strategy).__name__}"
+            )
         self.name, self.strategy, self.seed = name, strategy, _check_seed(seed)
-        self.field, self.sign = field, sign
 
     def __repr__(self) -> str:
         return f"{self.name}({type(self.strategy).__name__}, seed={self.seed})"
@@ -361,11 +173,6 @@ class _Population(Direction):
     def init(self, ctx: Context) -> Any:
         space = ctx.space(f"{self.name}()")
         state = self.strategy.init(space.center, seed=self.seed)
-        if not hasattr(state, self.field):
-            raise TypeError(
-                f"{self.name}() needs a strategy whose state has {self.field!r}; "
-                f"{type(self.strategy).__name__} has none"
-            )
         if space.mask is not None:  # perturb only this source's coordinates
             scale = space.mask if state.mutation.scale is None else state.mutation.scale * space.mask
             state = dataclasses.replace(state, mutation=state.mutation.replace(scale=scale))
@@ -378,15 +185,19 @@ class _Population(Direction):
         seeds = self.strategy.ask(state)
         fitness = ctx.evaluate(state.center, seeds, state.mutation, who)  # (n,)
         state, _ = self.strategy.tell(state, seeds, fitness)
-        return space.split(self.sign * getattr(state, self.field)), state  # a new tensor, never the state's
+        estimate = self.strategy.gradient_estimate(state)  # (dim,) uphill
+        if estimate is None:  # no estimate yet: no information, no move
+            estimate = torch.zeros_like(space.center)
+        return space.split(estimate.clone()), state  # a new tensor, never the state's
 
 
-def improvement(strategy: Any, *, seed: int) -> Direction:
+def improvement(strategy: GradientEstimator, *, seed: int) -> Direction:
     """The rolling-improvement estimate of a strategy, negated into a gradient-like direction.
 
     Every step runs one generation, ask → evaluator → tell, of ``strategy`` (a
-    :class:`~evograd.RollingImprovement`, or any ask/tell strategy whose state has an ``estimate``
-    pointing downhill) at the live parameters on the evaluator's current batch. The strategy's
+    :class:`~evograd.RollingImprovement`, or any :class:`~evograd.protocols.GradientEstimator`)
+    at the live parameters on the evaluator's current batch, and returns its
+    ``gradient_estimate(state)``: for rolling improvement the negated estimate. The strategy's
     center is re-synced to the parameters each step (the base optimizer moves them; the strategy's
     own step is ignored); the estimate persists from step to step.
 
@@ -409,14 +220,15 @@ def improvement(strategy: Any, *, seed: int) -> Direction:
     References:
         Salimans et al. (2017) for the signed estimate; :class:`~evograd.RollingImprovement` for the improving-only one.
     """
-    return _Population("improvement", strategy, seed, "estimate", -1.0)
+    return _Population("improvement", strategy, seed)
 
 
-def es(strategy: Any, *, seed: int) -> Direction:
+def es(strategy: GradientEstimator, *, seed: int) -> Direction:
     """The OpenES gradient estimate ``g = Σ rᵢ εᵢ / (n σ²)`` of an :class:`~evograd.OpenES` strategy.
 
-    Like :func:`improvement`, one generation per step at the live parameters; the estimate (state
-    field ``gradient``) already points uphill. The strategy's own optimizer step is ignored.
+    Like :func:`improvement`, one generation per step at the live parameters, along the strategy's
+    ``gradient_estimate(state)`` (for OpenES its state's ``gradient``, which already points uphill).
+    The strategy's own optimizer step is ignored.
 
     Examples:
         >>> import torch
@@ -433,7 +245,7 @@ def es(strategy: Any, *, seed: int) -> Direction:
     References:
         Salimans, Ho, Chen, Sidor & Sutskever (2017).
     """
-    return _Population("es", strategy, seed, "gradient", 1.0)
+    return _Population("es", strategy, seed)
 
 
 def _normals(params: Sequence[Tensor], key: int) -> Iterator[Tensor]:
@@ -641,7 +453,18 @@ def sign_symmetry(model: nn.Module) -> Direction:
 # combinators
 
 
-def _check_direction(value: Any, where: str) -> Direction:
+def check_direction(value: Any, where: str) -> Direction:
+    """``value`` if it is a direction source; else a TypeError naming ``where`` and what is allowed.
+
+    Examples:
+        >>> from evograd import directions
+        >>> directions.check_direction(directions.backprop(), "direction")
+        backprop()
+        >>> directions.check_direction("bp", "direction")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: direction must be a direction source (...), got 'bp'
+    """
     if not isinstance(value, Direction):
         raise TypeError(
             f"{where} must be a direction source (evograd.directions.backprop(), improvement(...), "
@@ -660,7 +483,7 @@ class _Mix(Direction):
             if not (isinstance(member, tuple) and len(member) == 2):
                 raise TypeError(f"mix({name}=...) must be a (weight, source) pair, got {member!r}")
             weight, source = member
-            _check_direction(source, f"the source of mix({name}=...)")
+            check_direction(source, f"the source of mix({name}=...)")
             if not (callable(weight) or isinstance(weight, (int, float))) or isinstance(weight, bool):
                 raise TypeError(
                     f"the weight of mix({name}=...) must be a float or a function of the step, got {weight!r}"
@@ -734,7 +557,7 @@ class _Chain(Direction):
     name = "chain"
 
     def __init__(self, source: Direction, transforms: tuple[Transform, ...]) -> None:
-        self.source = _check_direction(source, "the first argument of chain()")
+        self.source = check_direction(source, "the first argument of chain()")
         for t in transforms:
             if not isinstance(t, Transform):
                 raise TypeError(f"chain(source, *transforms): {t!r} is not a transform (clip_norm(...), normalize())")
@@ -831,43 +654,3 @@ def anneal(start: float, end: float, steps: int) -> Callable[[int], float]:
         return start + (end - start) * min(step, steps) / steps
 
     return weight
-
-
-# ----------------------------------------------------------------------------------------------
-# states as plain data
-
-
-def plain(state: Any) -> Any:
-    """A state as dicts, lists, tensors and numbers (dataclasses become dicts of their fields).
-
-    Examples:
-        >>> from evograd import Mutation
-        >>> plain({"evo": Mutation(sigma=0.5)})["evo"]["sigma"]
-        0.5
-    """
-    if dataclasses.is_dataclass(state) and not isinstance(state, type):
-        return {f.name: plain(getattr(state, f.name)) for f in dataclasses.fields(state)}
-    if isinstance(state, dict):
-        return {key: plain(value) for key, value in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(plain(value) for value in state)
-    return state
-
-
-def restore(template: Any, saved: Any) -> Any:
-    """The inverse of :func:`plain`, guided by a fresh state of the same source (``template``).
-
-    Dataclasses are rebuilt field by field (and validated again); a dict of named states must have
-    exactly the template's names, so a state saved from another mix is refused, not misassigned.
-    """
-    if dataclasses.is_dataclass(template) and isinstance(saved, dict):
-        return dataclasses.replace(template, **{k: restore(getattr(template, k), v) for k, v in saved.items()})
-    if isinstance(template, dict) and isinstance(saved, dict):
-        if set(saved) != set(template):
-            raise ValueError(
-                f"unknown source name(s) {sorted(set(saved) - set(template))} or missing "
-                f"{sorted(set(template) - set(saved))} in the saved state; this direction has "
-                f"{sorted(template)}"
-            )
-        return {key: restore(template[key], value) for key, value in saved.items()}
-    return saved

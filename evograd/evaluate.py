@@ -13,13 +13,18 @@ scored:
 
 All of them count what they spent: ``evaluations`` (members scored) and ``forward_passes`` (samples
 pushed through the network, the unit of forward-pass equivalents, contract 8).
+
+Each implements the protocols of :mod:`evograd.protocols` it can (docs/design.rst, contract 9): all
+are an :class:`~evograd.protocols.Evaluator`; ``SerialEvaluator`` and ``VmapEvaluator`` are a
+:class:`~evograd.protocols.ModelEvaluator` (``model``, ``batch``, ``set_batch``, ``objective``);
+``FunctionEvaluator`` is a :class:`~evograd.protocols.VectorEvaluator` (``vector_objective``).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,7 +33,6 @@ from evograd import flat, noise
 from evograd.shaping import finite_or_worst
 
 __all__ = [
-    "Evaluator",
     "ChunkedEvaluator",
     "SerialEvaluator",
     "VmapEvaluator",
@@ -89,12 +93,6 @@ def _prime_malloc() -> None:
         _malloc_primed = True
         block = torch.empty(30 << 20, dtype=torch.uint8)  # mapped but never touched: no page faults
         del block  # freeing it is what raises the thresholds
-
-
-class Evaluator(Protocol):
-    """Anything called as ``evaluator(center, seeds, mutation) -> (n,) fitness``."""
-
-    def __call__(self, center: torch.Tensor, seeds: torch.Tensor, mutation: noise.Mutation) -> torch.Tensor: ...
 
 
 class ChunkedEvaluator:
@@ -352,6 +350,16 @@ class FunctionEvaluator(ChunkedEvaluator):
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], *, chunk_size: int = 1024) -> None:
         super().__init__(chunk_size=chunk_size)
         self.fn = fn
+
+    def vector_objective(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+        """``fn`` of one (dim,) vector, and the samples a call costs (1); it counts nothing.
+
+        Examples:
+            >>> loss, samples = FunctionEvaluator(lambda x: (x ** 2).sum(1)).vector_objective()
+            >>> loss(torch.tensor([1.0, 2.0])), samples
+            (tensor(5.), 1)
+        """
+        return (lambda vector: self._score(vector[None], None)[0]), 1
 
     def _score(self, candidates: torch.Tensor, context: None) -> torch.Tensor:
         scores = self.fn(candidates)

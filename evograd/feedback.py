@@ -295,6 +295,20 @@ class FeedbackLinear(_Feedback, nn.Linear):
         return _LinearFn.apply(x, self.weight, self.bias, input_grad)
 
 
+def _zero_padding(conv: nn.Conv2d) -> tuple[tuple[int, int], ...]:
+    """``(before, after)`` padding of each spatial dimension (height, width) of a Conv2d.
+
+    Integer padding pads both sides alike; ``"valid"`` pads nothing; ``"same"`` pads
+    ``dilation * (kernel - 1)`` in all, the odd one after, as ``nn.Conv2d`` does.
+    """
+    if conv.padding == "valid":
+        return (0, 0), (0, 0)
+    if conv.padding == "same":
+        totals = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
+        return tuple((total // 2, total - total // 2) for total in totals)
+    return tuple((p, p) for p in conv.padding)
+
+
 class FeedbackConv2d(_Feedback, nn.Conv2d):
     """An ``nn.Conv2d`` whose backward sends a backprop-free signal to its input.
 
@@ -308,7 +322,7 @@ class FeedbackConv2d(_Feedback, nn.Conv2d):
     def __init__(
         self, conv: nn.Conv2d, rule: str, *, seed: int = 0, index: int = 0, scale: float | None = None
     ) -> None:
-        left, right, top, bottom = conv._reversed_padding_repeated_twice
+        (top, bottom), (left, right) = _zero_padding(conv)
         if conv.padding_mode != "zeros" or left != right or top != bottom:
             raise TypeError(
                 f"cannot convert Conv2d with padding={conv.padding!r}, padding_mode="

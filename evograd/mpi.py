@@ -28,6 +28,22 @@ balanced to within one block, so for balanced ranks pick ``chunk_size <= populat
 (the first call warns when a block is larger than a fair share); ``block=1`` balances to within
 one member, but then results can differ from a single process in the last bits.
 
+The hybrid optimizer over MPI. ``HybridOptimizer(..., evaluator=MPIEvaluator(VmapEvaluator(model,
+loss)))`` with ``step(closure, batch=...)`` runs every direction source on every rank, each rank
+holding the same model and handing the same batch. A design decision keeps the result the same bit
+for bit on any number of ranks: populations (:func:`~evograd.directions.improvement`,
+:func:`~evograd.directions.es`) are split across the ranks by :class:`MPIEvaluator`, while the
+closure (backprop, feedback rules) and the loss of :func:`~evograd.directions.spsa` and
+:func:`~evograd.directions.forward_gradient` are computed in full on every rank, on the same batch,
+with the same result and no reduction whose float order depends on the rank count. The optimizer's
+FE counts the algorithmic cost once, not once per rank (see ``mpi/hybrid.py``)::
+
+    evaluator = MPIEvaluator(VmapEvaluator(model, F.cross_entropy, chunk_size=16))
+    optimizer = HybridOptimizer(model.parameters(), direction, evaluator=evaluator, lr=0.1)
+    for step in range(steps):
+        x, y = batch_of(seed, step)                   # the same on every rank
+        optimizer.step(closure, batch=(x, y))
+
 mpi4py is imported only when a communicator is needed; without it (or without an MPI library) the
 error names the ``mpi`` extra.
 
@@ -39,7 +55,6 @@ References:
 from __future__ import annotations
 
 import collections
-import dataclasses
 import hashlib
 import math
 import warnings
@@ -48,10 +63,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from evograd import noise
+from evograd import noise, tree
+from evograd.evaluate import ChunkedEvaluator
+from evograd.protocols import Batch, Evaluator, ModelEvaluator, ParamsLoss, VectorEvaluator, VectorLoss
 
-__all__ = ["MPIEvaluator", "SyncError", "allreduce_mean_", "check_sync", "split", "state_digest"]
+__all__ = [
+    "MPIEvaluator",
+    "MPIModelEvaluator",
+    "MPIVectorEvaluator",
+    "SyncError",
+    "allreduce_mean_",
+    "check_sync",
+    "split",
+    "state_digest",
+]
 
 
 def _mpi() -> Any:
@@ -107,28 +134,9 @@ def split(n: int, parts: int, *, block: int = 1) -> list[range]:
     return [range(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
 
 
-def _feed(hasher: Any, obj: Any) -> None:
-    """Feed a canonical byte encoding of ``obj`` (tensors, numbers, containers, dataclasses) to ``hasher``."""
-    if isinstance(obj, torch.Tensor):
-        data = obj.detach().cpu().contiguous().reshape(-1)
-        hasher.update(f"tensor{str(obj.dtype)}{tuple(obj.shape)}".encode())
-        hasher.update(data.view(torch.uint8).numpy().tobytes())
-    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        hasher.update(type(obj).__name__.encode())
-        for field in dataclasses.fields(obj):
-            hasher.update(field.name.encode())
-            _feed(hasher, getattr(obj, field.name))
-    elif isinstance(obj, dict):
-        hasher.update(b"dict")
-        for key, value in obj.items():
-            _feed(hasher, key)
-            _feed(hasher, value)
-    elif isinstance(obj, (list, tuple)):
-        hasher.update(f"{type(obj).__name__}{len(obj)}".encode())
-        for item in obj:
-            _feed(hasher, item)
-    else:  # None, bool, int, float, str: repr is exact for floats
-        hasher.update(f"{type(obj).__name__}:{obj!r};".encode())
+def _scalar(obj: Any) -> bytes:
+    """The bytes of a leaf that is not a tensor (None, bool, int, float, str): repr is exact for floats."""
+    return f"{type(obj).__name__}:{obj!r};".encode()
 
 
 def state_digest(obj: Any) -> int:
@@ -144,7 +152,27 @@ def state_digest(obj: Any) -> int:
         (True, False)
     """
     hasher = hashlib.blake2b(digest_size=8)
-    _feed(hasher, obj)
+    nodes: dict[tree.Path, Any] = {}
+    for path, node in tree.walk(obj):  # parents first: each child's key is hashed as its parent dictates
+        nodes[path] = node
+        if path:
+            parent, key = nodes[path[:-1]], path[-1]
+            if tree.is_dataclass(parent):
+                hasher.update(key.encode())
+            elif isinstance(parent, dict):
+                hasher.update(_scalar(key))
+        if isinstance(node, torch.Tensor):
+            data = node.detach().cpu().contiguous().reshape(-1)
+            hasher.update(f"tensor{node.dtype}{tuple(node.shape)}".encode())
+            hasher.update(data.view(torch.uint8).numpy().tobytes())
+        elif tree.is_dataclass(node):
+            hasher.update(type(node).__name__.encode())
+        elif isinstance(node, dict):
+            hasher.update(b"dict")
+        elif isinstance(node, (list, tuple)):
+            hasher.update(f"{type(node).__name__}{len(node)}".encode())
+        else:
+            hasher.update(_scalar(node))
     return int.from_bytes(hasher.digest(), "little")
 
 
@@ -226,25 +254,32 @@ class MPIEvaluator:
     Each rank calls ``local(center, its_seeds, mutation)`` once per call, even when its share is
     empty, so per-call side effects of the local evaluator, such as drawing the generation's
     minibatch, stay in step on every rank. The batch must therefore be the same on every rank:
-    derive it from ``(seed, generation)`` (``local.set_batch(...)`` each generation) or from a
-    generator seeded identically on every rank. The ranks then all-gather the fitness values
-    (``Allgatherv`` of float64, exact for every float dtype) and the rank's forward-pass count.
+    derive it from ``(seed, generation)`` (``set_batch(...)`` each generation) or from a generator
+    seeded identically on every rank. The ranks then all-gather the fitness values (``Allgatherv``
+    of float64, exact for every float dtype) and the rank's forward-pass count.
+
+    The wrapper declares what it wraps (docs/design.rst, contract 9): ``MPIEvaluator(local)`` is an
+    :class:`MPIModelEvaluator` when ``local`` is a :class:`~evograd.protocols.ModelEvaluator`, an
+    :class:`MPIVectorEvaluator` when it is a :class:`~evograd.protocols.VectorEvaluator`, and a
+    plain :class:`MPIEvaluator` otherwise; the subclasses forward the loss and the batch to
+    ``local``, so a :class:`~evograd.HybridOptimizer` runs every direction source over MPI.
 
     Args:
         local: the evaluator of one rank's share, e.g. a :class:`~evograd.VmapEvaluator`.
         comm: an mpi4py communicator (default ``MPI.COMM_WORLD``); anything with ``Get_rank``,
             ``Get_size``, ``Allgatherv`` and ``Allgather`` works.
         block: members handed out together (see the module docstring); default the local
-            evaluator's ``chunk_size`` (bit-identical to one process with that evaluator), 1 when it
-            has none.
+            evaluator's ``chunk_size`` when it is a :class:`~evograd.ChunkedEvaluator`
+            (bit-identical to one process with that evaluator), else 1.
         sync_every: :meth:`check_sync` compares the ranks' states every this many generations.
 
     Attributes:
         evaluations: members scored, summed over all ranks (the same number on every rank).
-        forward_passes: forward-pass equivalents spent, summed over all ranks (0 if the local
-            evaluator does not count them). ``self.local`` keeps this rank's own counters.
+        forward_passes: forward-pass equivalents spent, summed over all ranks: the population's
+            cost, counted once. ``self.local`` keeps this rank's own counters.
 
     Raises:
+        TypeError: ``local`` is not an :class:`~evograd.protocols.Evaluator`.
         ValueError: ``block`` or ``sync_every`` out of range.
         ImportError: mpi4py or an MPI library is missing and no ``comm`` was given.
 
@@ -253,13 +288,30 @@ class MPIEvaluator:
         >>> evaluate = MPIEvaluator(FunctionEvaluator(lambda x: (x ** 2).sum(1)))  # doctest: +SKIP
         >>> evaluate(torch.zeros(3), noise.member_seeds(0, 0, 5), Mutation()).shape  # doctest: +SKIP
         torch.Size([5])
+        >>> type(evaluate).__name__  # doctest: +SKIP
+        'MPIVectorEvaluator'
 
     References:
         Salimans et al. (2017).
     """
 
-    def __init__(self, local: Any, comm: Any = None, *, block: int | None = None, sync_every: int = 100) -> None:
-        block = getattr(local, "chunk_size", 1) if block is None else block
+    def __new__(cls, local: Evaluator | None = None, *args: Any, **kwargs: Any) -> MPIEvaluator:
+        # ``local`` may be absent only when ``copy`` rebuilds an instance without calling __init__
+        if cls is MPIEvaluator:  # the class that declares what ``local`` offers
+            if isinstance(local, ModelEvaluator):
+                cls = MPIModelEvaluator
+            elif isinstance(local, VectorEvaluator):
+                cls = MPIVectorEvaluator
+        return super().__new__(cls)
+
+    def __init__(self, local: Evaluator, comm: Any = None, *, block: int | None = None, sync_every: int = 100) -> None:
+        if not isinstance(local, Evaluator):
+            raise TypeError(
+                f"local must be an evograd.Evaluator (__call__(center, seeds, mutation), evaluations, "
+                f"forward_passes), got {type(local).__name__}"
+            )
+        if block is None:
+            block = local.chunk_size if isinstance(local, ChunkedEvaluator) else 1
         for name, value in (("block", block), ("sync_every", sync_every)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}={value!r} is out of range; allowed integers in [1, inf)")
@@ -285,13 +337,13 @@ class MPIEvaluator:
         shares = self.shares(n)
         self._warn_if_unbalanced(n, shares)
         mine = shares[self.rank]
-        before = getattr(self.local, "forward_passes", 0)
+        before = self.local.forward_passes
         fitness = self.local(center, seeds[mine.start : mine.stop], mutation)  # (len(mine),)
 
         # --- all-gather: each rank sends its fitness followed by the forward passes it spent
         send = np.empty(len(mine) + 1, dtype=np.float64)
         send[:-1] = fitness.detach().cpu().double().numpy()
-        send[-1] = getattr(self.local, "forward_passes", 0) - before
+        send[-1] = self.local.forward_passes - before
         counts = [len(share) + 1 for share in shares]
         offsets = [share.start + r for r, share in enumerate(shares)]
         gathered = np.empty(n + self.size, dtype=np.float64)
@@ -331,3 +383,47 @@ class MPIEvaluator:
         if final or generation % self.sync_every == 0:
             return check_sync(obj, generation=generation, comm=self.comm)
         return None
+
+
+class MPIModelEvaluator(MPIEvaluator):
+    """An :class:`MPIEvaluator` of a :class:`~evograd.protocols.ModelEvaluator`, and one itself.
+
+    Populations are split across the ranks; ``model``, ``batch``, ``set_batch`` and ``objective``
+    are the local evaluator's. Every rank must set the same batch (every rank runs the same loop),
+    and the loss ``objective`` returns is computed in full on every rank: the same batch gives the
+    same value everywhere, with no reduction whose float order depends on the number of ranks.
+    """
+
+    local: ModelEvaluator
+
+    @property
+    def model(self) -> nn.Module:
+        """The local evaluator's model (every rank holds the same parameters)."""
+        return self.local.model
+
+    @property
+    def batch(self) -> Batch:
+        """The batch the local evaluator scores on."""
+        return self.local.batch
+
+    def set_batch(self, batch: Batch) -> None:
+        """Hand ``batch`` to the local evaluator; every rank must hand the same one."""
+        self.local.set_batch(batch)
+
+    def objective(self) -> tuple[ParamsLoss, int]:
+        """The local evaluator's loss on one batch (see :meth:`evograd.protocols.ModelEvaluator.objective`)."""
+        return self.local.objective()
+
+
+class MPIVectorEvaluator(MPIEvaluator):
+    """An :class:`MPIEvaluator` of a :class:`~evograd.protocols.VectorEvaluator`, and one itself.
+
+    Populations are split across the ranks; ``vector_objective`` is the local evaluator's, computed
+    in full on every rank.
+    """
+
+    local: VectorEvaluator
+
+    def vector_objective(self) -> tuple[VectorLoss, int]:
+        """The local evaluator's function of one vector (see :class:`evograd.protocols.VectorEvaluator`)."""
+        return self.local.vector_objective()

@@ -20,11 +20,19 @@ Each step computes every direction source's update, writes the mixed direction i
 calls the base torch optimizer, whose ``param_groups`` and ``state`` it shares by reference: LR
 schedulers, momentum and weight decay behave as with the base alone (docs/design.rst, contract 5).
 
+**The evaluator** is used through its declared protocols (:mod:`evograd.protocols`, docs/design.rst,
+contract 9): any :class:`~evograd.protocols.Evaluator` scores populations; a
+:class:`~evograd.protocols.ModelEvaluator` (``VmapEvaluator``, ``SerialEvaluator``) also names the
+model, takes the batch and gives the loss to SPSA and forward gradients; a
+:class:`~evograd.protocols.VectorEvaluator` (``FunctionEvaluator``) gives the loss of a flat vector.
+Wrapped in :class:`~evograd.MPIEvaluator` it keeps these capabilities, so every direction source runs
+over MPI, bit-identical to one process (see :mod:`evograd.mpi` and ``mpi/hybrid.py``).
+
 **How the batch reaches the evaluator.** ``step(closure, batch=(inputs, targets))`` hands the
-batch to ``evaluator.set_batch`` before any source runs, so the population, SPSA and forward
-gradients are scored on the data the closure uses; the batch also tells the optimizer how many
-samples a closure call costs. Without ``batch=``, the evaluator scores whatever it holds (a fixed
-batch, or a callable drawing minibatches).
+batch to the model evaluator's ``set_batch`` before any source runs, so the population, SPSA and
+forward gradients are scored on the data the closure uses; the batch also tells the optimizer how
+many samples a closure call costs. Without ``batch=``, the evaluator scores whatever it holds (a
+fixed batch, or a callable drawing minibatches).
 
 **Per-group directions.** A param group may carry its own ``direction``; groups without one use
 the constructor's. Groups sharing one direction object share one update (one population over all
@@ -39,7 +47,9 @@ if it only returns the loss), once more per feedback rule, and otherwise once at
 reads the ``.grad`` the loop computed before ``step()``.
 
 **Cost.** ``optimizer.fe`` accumulates the forward-pass equivalents spent (contract 8; see
-:mod:`evograd.directions` for what each source costs).
+:mod:`evograd.directions` for what each source costs). Over MPI it is the algorithmic cost, counted
+once and the same on every rank: a population's forward passes summed over the ranks that share
+it, a closure call or an SPSA probe that every rank repeats charged once.
 
 References:
     Salimans et al. (2017); Baydin et al. (2022); Malladi et al. (2023): see :mod:`evograd.directions`.
@@ -53,8 +63,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from evograd import diagnostics, directions
-from evograd.directions import Context, Direction
+from evograd import checkpoint, context, diagnostics, directions
+from evograd.context import Context
+from evograd.directions import Direction
+from evograd.protocols import Evaluator, ModelEvaluator
 
 __all__ = ["HybridOptimizer"]
 
@@ -111,11 +123,16 @@ class HybridOptimizer(torch.optim.Optimizer):
         direction: Direction,
         *,
         base: type[torch.optim.Optimizer] = torch.optim.SGD,
-        evaluator: Any = None,
+        evaluator: Evaluator | None = None,
         log_alignment_every: int = 0,
         **base_kw: Any,
     ) -> None:
-        directions._check_direction(direction, "direction")
+        directions.check_direction(direction, "direction")
+        if evaluator is not None and not isinstance(evaluator, Evaluator):
+            raise TypeError(
+                f"evaluator must be an evograd.Evaluator (VmapEvaluator(model, loss_fn), FunctionEvaluator(fn), "
+                f"MPIEvaluator(...), ...), got {type(evaluator).__name__}"
+            )
         if not (isinstance(base, type) and issubclass(base, torch.optim.Optimizer)):
             raise TypeError(f"base must be a torch.optim.Optimizer class, got {base!r}")
         if isinstance(log_alignment_every, bool) or not isinstance(log_alignment_every, int) or log_alignment_every < 0:
@@ -139,7 +156,7 @@ class HybridOptimizer(torch.optim.Optimizer):
         """Each distinct direction object and the indices of the groups it drives."""
         units: dict[int, tuple[Direction, list[int]]] = {}
         for i, group in enumerate(self.param_groups):
-            directions._check_direction(group["direction"], f"param group {i}'s 'direction'")
+            directions.check_direction(group["direction"], f"param group {i}'s 'direction'")
             units.setdefault(id(group["direction"]), (group["direction"], []))[1].append(i)
         return [(unit, tuple(groups)) for unit, groups in units.values()]
 
@@ -148,7 +165,7 @@ class HybridOptimizer(torch.optim.Optimizer):
         group = self.param_groups[i]
         if "param_names" in group:
             return list(group["param_names"])
-        model = getattr(self.evaluator, "model", None)
+        model = self.evaluator.model if isinstance(self.evaluator, ModelEvaluator) else None
         known = {} if model is None else {id(p): n for n, p in model.named_parameters()}
         return [known.get(id(p), f"{i}.{j}") for j, p in enumerate(group["params"])]
 
@@ -171,17 +188,15 @@ class HybridOptimizer(torch.optim.Optimizer):
         Args:
             closure: computes the loss (torch's contract); needed by backprop and feedback sources
                 unless the loop called ``backward()`` before ``step()``.
-            batch: ``(inputs, targets)`` of this step, handed to ``evaluator.set_batch``.
+            batch: ``(inputs, targets)`` of this step, handed to a model evaluator's ``set_batch``.
 
         Returns:
             The closure's loss, or ``None`` without a closure.
+
+        Raises:
+            TypeError: ``batch`` is given and the evaluator takes none (not a model evaluator).
         """
-        if batch is not None and self.evaluator is not None:
-            if not hasattr(self.evaluator, "set_batch"):
-                raise TypeError(f"step(batch=...) but {type(self.evaluator).__name__} takes no batch (no set_batch)")
-            self.evaluator.set_batch(batch)
-        if batch is None and not callable(getattr(self.evaluator, "batch", None)):
-            batch = getattr(self.evaluator, "batch", None)
+        batch = context.set_batch(self.evaluator, batch)
         log = self.log_alignment_every and self.step_count % self.log_alignment_every == 0
         if log and closure is None:
             raise ValueError("log_alignment_every needs the true gradient: call optimizer.step(closure)")
@@ -203,7 +218,7 @@ class HybridOptimizer(torch.optim.Optimizer):
             if log:
                 self._log(ctx, {"direction": update, **ctx.trace})
             found.extend(zip(ctx.params, update))
-        loss = root._run.finish()
+        loss = root.finish()
         self._states = states
 
         # --- base step along the directions
@@ -212,7 +227,7 @@ class HybridOptimizer(torch.optim.Optimizer):
         self.base.step()
         self.step_count += 1
         self.fe += root.fe
-        self.uncounted_calls += root._run.uncounted
+        self.uncounted_calls += root.uncounted
         return loss
 
     def _log(self, ctx: Context, found: dict[str, list[Tensor]]) -> None:
@@ -225,7 +240,8 @@ class HybridOptimizer(torch.optim.Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         """The base optimizer's state dict plus ``"hybrid"``: step count, FE, alignment history, and
-        each unit's source state as plain data (keyed by the groups it drives, then by mix names)."""
+        each unit's source state as plain data (:func:`evograd.checkpoint.plain`; keyed by the groups it
+        drives, then by mix names), so it loads with ``torch.load(weights_only=True)``."""
         out = self.base.state_dict()
         for group in out["param_groups"]:
             del group["direction"]
@@ -235,7 +251,7 @@ class HybridOptimizer(torch.optim.Optimizer):
             "uncounted_calls": self.uncounted_calls,
             "alignment_history": [dict(entry) for entry in self.alignment_history],
             "directions": [
-                {"groups": list(groups), "state": directions.plain(self._state(unit, groups))}
+                {"groups": list(groups), "state": checkpoint.plain(self._state(unit, groups), root="state")}
                 for unit, groups in self._units()
             ],
         }
@@ -244,9 +260,13 @@ class HybridOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a :meth:`state_dict` (of an optimizer with the same groups and directions).
 
+        Each source's state is rebuilt on a fresh state of the same source
+        (:func:`evograd.checkpoint.restore`), so a state of another kind is refused, not misassigned.
+
         Raises:
-            ValueError: not a HybridOptimizer state, mismatched param groups, or a mix whose saved
-                source names differ from this one's.
+            ValueError: not a HybridOptimizer state, mismatched param groups, or source states that
+                do not fit this optimizer's (a :class:`~evograd.checkpoint.CheckpointError` naming
+                every difference, e.g. a mix whose saved source names differ from this one's).
         """
         state_dict = dict(state_dict)
         hybrid = state_dict.pop("hybrid", None)
@@ -260,7 +280,7 @@ class HybridOptimizer(torch.optim.Optimizer):
                 f"drive {[groups for _, groups in units]}"
             )
         states = {
-            groups: directions.restore(unit.init(self._context(groups)), entry["state"])
+            groups: checkpoint.restore(unit.init(self._context(groups)), entry["state"], root=f"groups {list(groups)}")
             for (unit, groups), entry in zip(units, hybrid["directions"])
         }
         kept = [group["direction"] for group in self.param_groups]

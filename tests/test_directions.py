@@ -7,7 +7,7 @@ import torch
 from problems import quadratic
 from torch.nn import functional as F
 
-from evograd import FunctionEvaluator, Mutation, OpenES, RollingImprovement, VmapEvaluator, feedback
+from evograd import FunctionEvaluator, Mutation, OpenES, RollingImprovement, VmapEvaluator, checkpoint, feedback
 from evograd import directions as D
 from evograd.tasks import mlp
 
@@ -144,10 +144,10 @@ def test_plain_restore_round_trip_keys_states_by_name():
     )
     ctx = D.Context([x], evaluator=evaluator)
     _, state = source.update(source.init(ctx), ctx)
-    saved = D.plain(state)
-    assert isinstance(saved["evo"], dict) and saved["evo"]["generation"] == 1
-    restored = D.restore(source.init(ctx), saved)
+    saved = checkpoint.plain(state)
+    assert saved["evo"]["__dataclass__"] == "RollingState" and saved["evo"]["fields"]["generation"] == 1
+    restored = checkpoint.restore(source.init(ctx), saved)
     assert torch.equal(restored["evo"].estimate, state["evo"].estimate)
     assert restored["evo"].mutation == state["evo"].mutation and restored["evo"].generation == 1
-    with pytest.raises(ValueError, match=r"unknown source name\(s\) \['es'\] or missing \['evo'\]"):
-        D.restore(source.init(ctx), {"es": saved["evo"], "bp": None})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['es'\] and lacks \['evo'\]"):
+        checkpoint.restore(source.init(ctx), {"es": saved["evo"], "bp": None})

@@ -196,7 +196,7 @@ def test_load_state_dict_refuses_other_names_and_groups():
         D.mix(bp=(1.0, D.backprop()), es=(1.0, D.improvement(strategy(), seed=0))),
         evaluator=evaluator,
     )
-    with pytest.raises(ValueError, match=r"unknown source name\(s\) \['evo'\]"):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['evo'\] and lacks \['es'\]"):
         renamed.load_state_dict(saved)
     grouped = HybridOptimizer([{"params": model[0].parameters()}, {"params": model[2].parameters()}], D.backprop())
     with pytest.raises(ValueError, match="mismatched param groups"):

@@ -85,10 +85,12 @@ def main():
     if args.reference:
         torch.save(run(lambda local: local, args.device), args.out)
         return
+    from mpi4py import MPI
+
     from evograd.mpi import MPIEvaluator
 
     results = run(MPIEvaluator, args.device)
-    comm = MPIEvaluator(None).comm
+    comm = MPI.COMM_WORLD
     check_allreduce(comm)
     if comm.Get_rank() == 0:
         torch.save(results, args.out)

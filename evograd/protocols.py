@@ -1,0 +1,163 @@
+"""The interfaces evograd's parts meet through, declared in one place (docs/design.rst, contract 9).
+
+Evaluators and strategies are duck-typed: anything with these members works, whichever class it
+comes from. Callers never probe an object for an attribute; they test it against a protocol
+(``isinstance(evaluator, ModelEvaluator)``, all of them are ``runtime_checkable``) and then use
+what the protocol declares. Wrappers declare what they wrap: :class:`~evograd.MPIEvaluator` of a
+:class:`ModelEvaluator` is a ``ModelEvaluator`` itself, forwarding ``model``, ``batch``,
+``set_batch`` and ``objective`` to the evaluator of its rank.
+
+Evaluators:
+
+* :class:`Evaluator`: ``evaluator(center, seeds, mutation) -> (n,)`` fitness, and the cost counters
+  ``evaluations`` and ``forward_passes`` (docs/design.rst, contract 8).
+* :class:`ModelEvaluator`: an evaluator of a torch model on a batch, which also offers the loss as a
+  function of the model's parameters (``objective``), for sources that need the loss itself
+  (forward gradients, SPSA).
+* :class:`VectorEvaluator`: an evaluator of a function of flat parameter vectors, which offers that
+  function for one vector (``vector_objective``).
+
+Strategies:
+
+* :class:`Strategy`: ``init``/``ask``/``tell`` over member seeds (contracts 3 and 4).
+* :class:`GradientEstimator`: a strategy whose state holds an estimate of the loss gradient, the
+  direction the hybrid optimizer's :func:`~evograd.directions.improvement` and
+  :func:`~evograd.directions.es` sources descend along.
+* :class:`State`: what every strategy state carries.
+
+Direction sources meet the optimizer through the base class :class:`evograd.directions.Direction`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from torch import Tensor, nn
+
+from evograd.noise import Mutation
+
+__all__ = ["Evaluator", "ModelEvaluator", "VectorEvaluator", "State", "Strategy", "GradientEstimator"]
+
+#: ``(inputs, targets, ...)``, a tensor of inputs, or a callable returning either (a fresh minibatch per call).
+Batch = Any
+#: The loss of a model's parameters given by name (the others keep the model's values) -> scalar.
+ParamsLoss = Callable[[dict[str, Tensor]], Tensor]
+#: The loss of one (dim,) parameter vector -> scalar.
+VectorLoss = Callable[[Tensor], Tensor]
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Scores a population: ``evaluator(center, seeds, mutation) -> (n,)`` fitness, lower is better.
+
+    Member ``i`` is ``center + noise.sample(mutation, seeds[i:i+1])``; non-finite losses are
+    reported as ``+inf``.
+
+    Attributes:
+        evaluations: members scored so far.
+        forward_passes: forward-pass equivalents spent so far (samples pushed through the network;
+            1 per member for a plain function).
+    """
+
+    evaluations: int
+    forward_passes: int
+
+    def __call__(self, center: Tensor, seeds: Tensor, mutation: Mutation) -> Tensor:
+        """(n,) fitness of ``center`` perturbed by each of the (n,) int64 ``seeds``."""
+        ...
+
+
+@runtime_checkable
+class ModelEvaluator(Evaluator, Protocol):
+    """An evaluator of a torch model on a batch shared by every member of a call.
+
+    Attributes:
+        model: the network; its trainable parameters, flattened by :func:`evograd.flat.layout_of`,
+            are the vector the population perturbs.
+        batch: what the next calls score on: ``(inputs, targets, ...)``, a callable drawing one per
+            call, or ``None`` before one is set.
+    """
+
+    model: nn.Module
+    batch: Batch
+
+    def set_batch(self, batch: Batch) -> None:
+        """Score the next calls on ``batch`` (a tuple ``(inputs, targets, ...)`` or a callable returning one)."""
+        ...
+
+    def objective(self) -> tuple[ParamsLoss, int]:
+        """The loss on one batch as a function of parameters by name, and that batch's sample count.
+
+        ``loss(params)`` uses ``params`` in place of the model's own and the model's current values
+        for the rest; it is differentiable (``torch.func.jvp`` works through it) and counts nothing:
+        the caller charges its cost. A callable batch is drawn once, here.
+        """
+        ...
+
+
+@runtime_checkable
+class VectorEvaluator(Evaluator, Protocol):
+    """An evaluator of a function of flat parameter vectors (a benchmark function, say)."""
+
+    def vector_objective(self) -> tuple[VectorLoss, int]:
+        """The function for one (dim,) vector, and the samples one call costs (1 for a plain function).
+
+        ``loss(vector)`` is differentiable when the function is written in torch, and counts
+        nothing: the caller charges its cost.
+        """
+        ...
+
+
+@runtime_checkable
+class State(Protocol):
+    """What every strategy state carries; states are frozen dataclasses, replaced, never modified.
+
+    Attributes:
+        center: (dim,) the current point.
+        mutation: the mutation of the current generation (its ``sigma`` may adapt).
+        seed: the run's seed (docs/design.rst, contract 2).
+        generation: generations told so far.
+    """
+
+    center: Tensor
+    mutation: Mutation
+    seed: int
+    generation: int
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """An ask/tell strategy over member seeds (docs/design.rst, contracts 3 and 4)::
+
+        state = strategy.init(center, seed=0)
+        seeds = strategy.ask(state)                                   # (population,) int64
+        state, metrics = strategy.tell(state, seeds, evaluator(state.center, seeds, state.mutation))
+
+    Attributes:
+        population: how many seeds ``ask`` returns.
+    """
+
+    @property
+    def population(self) -> int: ...
+
+    def init(self, center: Tensor, *, seed: int) -> State:
+        """The first state at ``center``; ``seed`` is the run's only seed."""
+        ...
+
+    def ask(self, state: State) -> Tensor:
+        """The (population,) int64 seeds of this generation's members."""
+        ...
+
+    def tell(self, state: State, seeds: Tensor, fitness: Tensor) -> tuple[State, dict[str, Any]]:
+        """The next state and this generation's metrics; a pure function of its arguments."""
+        ...
+
+
+@runtime_checkable
+class GradientEstimator(Strategy, Protocol):
+    """A strategy that estimates the gradient of the loss as it goes (rolling improvement, OpenES)."""
+
+    def gradient_estimate(self, state: State) -> Tensor | None:
+        """The (dim,) estimate of the loss gradient at ``state`` (uphill), or ``None`` before there is one."""
+        ...
