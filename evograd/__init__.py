@@ -27,6 +27,7 @@ from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, SerialEvaluato
 from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
+from evograd.protocols import Evaluator, GradientEstimator, ModelEvaluator, State, Strategy, VectorEvaluator
 from evograd.strategies import (
     ESState,
     EvolutionState,
@@ -36,7 +37,6 @@ from evograd.strategies import (
     ScaleFreeEvolution,
     StrategyState,
 )
-from evograd.protocols import Evaluator, GradientEstimator, ModelEvaluator, State, Strategy, VectorEvaluator
 
 __version__ = "0.1.0"
 

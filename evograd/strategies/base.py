@@ -43,12 +43,21 @@ import torch
 from evograd import noise, shaping, validate
 from evograd.noise import Mutation
 
-__all__ = ["COMMON_METRICS", "PARENT_METRIC", "StrategyState", "SeedStrategy"]
+__all__ = ["COMMON_METRICS", "PARENT_METRIC", "StrategyState", "SeedStrategy", "store_setting"]
 
 #: The metrics every strategy's ``tell`` returns, with one meaning each (see the module docstring).
 COMMON_METRICS = ("generation", "best", "mean", "nonfinite", "sigma")
 #: The metric of strategies that re-score their parent each generation.
 PARENT_METRIC = "parent"
+
+
+def store_setting(config: Any, name: str, value: Any) -> None:
+    """Keep a validated (converted, e.g. ``numpy.int64`` to ``int``) setting on a frozen config.
+
+    For the ``__post_init__`` of strategy configs only: a frozen dataclass cannot assign its fields,
+    and the checks of :mod:`evograd.validate` return the plain value they checked.
+    """
+    object.__setattr__(config, name, value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +113,7 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
     extra_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
-        self._store("size", validate.integer("size", self.size, low=1))
+        store_setting(self, "size", validate.integer("size", self.size, low=1))
         if not isinstance(self.mutation, Mutation):
             kind = type(self.mutation).__name__
             raise TypeError(f"mutation={self.mutation!r} must be an evograd.Mutation, got {kind}")
@@ -115,11 +124,7 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
                 "mutation.scale names parameters: call mutation.resolve(model) before handing it to a strategy"
             )
         if self.chunk_size is not None:
-            self._store("chunk_size", validate.integer("chunk_size", self.chunk_size, low=1))
-
-    def _store(self, name: str, value: Any) -> None:
-        """Keep a validated (converted) setting on this frozen config; only ``__post_init__`` calls it."""
-        object.__setattr__(self, name, value)
+            store_setting(self, "chunk_size", validate.integer("chunk_size", self.chunk_size, low=1))
 
     def replace(self, **changes: Any) -> SeedStrategy[StateT]:
         """A copy with some settings changed, validated again.
@@ -258,12 +263,12 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
     # ------------------------------------------------------------------------------------------
     # helpers of the updates
 
-    def _rows(self, state: StateT, seeds: torch.Tensor) -> torch.Tensor:
+    def rows(self, state: StateT, seeds: torch.Tensor) -> torch.Tensor:
         """The (n, dim) perturbations of ``seeds``, in the center's dtype and device."""
         center = state.center
         return noise.sample(state.mutation, seeds, center.numel(), device=center.device, dtype=center.dtype)
 
-    def _weighted_sum(
+    def weighted_sum(
         self, state: StateT, seeds: torch.Tensor, weights: torch.Tensor, norm_power: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``Σ_i weights[i] ε_i / ‖ε_i‖^norm_power`` (dim,) and the (n,) norms ``‖ε_i‖``, chunk by chunk."""

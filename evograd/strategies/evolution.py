@@ -16,7 +16,7 @@ import torch
 
 from evograd import validate
 from evograd.noise import Mutation
-from evograd.strategies.base import SeedStrategy, StrategyState
+from evograd.strategies.base import SeedStrategy, StrategyState, store_setting
 
 __all__ = ["EvolutionState", "ScaleFreeEvolution"]
 
@@ -95,15 +95,16 @@ class ScaleFreeEvolution(SeedStrategy[EvolutionState]):
     def __post_init__(self) -> None:
         super().__post_init__()
         validate.choice("selection", self.selection, ("plus", "comma"))
-        self._store("mu", validate.integer("mu", self.mu, low=1, high=self.size))
+        store_setting(self, "mu", validate.integer("mu", self.mu, low=1, high=self.size))
         if self.selection == "plus" and self.mu != 1:
             raise ValueError(f"mu={self.mu} is not allowed with selection='plus'; allowed mu=1 (1+lambda)")
         validate.flag("adapt_sigma", self.adapt_sigma)
-        self._store(
+        store_setting(
+            self,
             "success_target",
             validate.real("success_target", self.success_target, low=0.0, high=1.0, low_open=True, high_open=True),
         )
-        self._store("damping", validate.real("damping", self.damping, low=0.0, low_open=True))
+        store_setting(self, "damping", validate.real("damping", self.damping, low=0.0, low_open=True))
         bounds = self.sigma_bounds
         if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
             raise TypeError(f"sigma_bounds={bounds!r} must be a pair (low, high), got {type(bounds).__name__}")
@@ -111,7 +112,7 @@ class ScaleFreeEvolution(SeedStrategy[EvolutionState]):
         high = validate.real("sigma_bounds[1]", bounds[1], low=0.0, low_open=True)
         if low > high:
             raise ValueError(f"sigma_bounds={bounds!r} is not allowed; allowed 0 < low <= high")
-        self._store("sigma_bounds", (low, high))
+        store_setting(self, "sigma_bounds", (low, high))
 
     def _update(
         self, state: EvolutionState, seeds: torch.Tensor, fitness: torch.Tensor
@@ -125,11 +126,11 @@ class ScaleFreeEvolution(SeedStrategy[EvolutionState]):
         center, new_fitness = state.center, float(parent)
         if self.selection == "plus":  # (1+λ): x ← x + ε_best if f_best < f_parent
             if children[best] < parent:
-                center = center + self._rows(state, child_seeds[best : best + 1])[0]  # (dim,)
+                center = center + self.rows(state, child_seeds[best : best + 1])[0]  # (dim,)
                 new_fitness = float(children[best])
         else:  # (μ/μ,λ): x ← x + (1/μ) Σ_{i ≤ μ} ε_(i)
             elite = order[: self.mu]  # (μ,)
-            step, _ = self._weighted_sum(state, child_seeds[elite], torch.full((self.mu,), 1.0 / self.mu))  # (dim,)
+            step, _ = self.weighted_sum(state, child_seeds[elite], torch.full((self.mu,), 1.0 / self.mu))  # (dim,)
             center = center + step
             new_fitness = float(children[elite].mean())
 

@@ -16,7 +16,7 @@ import torch
 
 from evograd import shaping, validate
 from evograd.noise import Mutation
-from evograd.strategies.base import SeedStrategy, StrategyState
+from evograd.strategies.base import SeedStrategy, StrategyState, store_setting
 
 __all__ = ["ESState", "OpenES"]
 
@@ -81,7 +81,7 @@ class OpenES(SeedStrategy[ESState]):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._store("lr", validate.real("lr", self.lr, low=0.0))
+        store_setting(self, "lr", validate.real("lr", self.lr, low=0.0))
         if not (isinstance(self.optimizer, type) and issubclass(self.optimizer, torch.optim.Optimizer)):
             raise TypeError(f"optimizer={self.optimizer!r} must be a torch.optim.Optimizer class")
         kw = {} if self.optimizer_kw is None else self.optimizer_kw
@@ -96,7 +96,7 @@ class OpenES(SeedStrategy[ESState]):
             raise TypeError(f"{refused}: {err}") from None
         except ValueError as err:
             raise ValueError(f"{refused}: {err}") from None
-        self._store("optimizer_kw", dict(kw))
+        store_setting(self, "optimizer_kw", dict(kw))
 
     def gradient_estimate(self, state: ESState) -> torch.Tensor | None:
         """The current estimate of the loss gradient, uphill: a copy of ``state.gradient``, None before the first."""
@@ -110,7 +110,7 @@ class OpenES(SeedStrategy[ESState]):
         ranks = shaping.centered_ranks(fitness)  # (n,)
 
         # --- estimate: g = Σ_i r_i ε_i / (n σ²), uphill in loss
-        total, _ = self._weighted_sum(state, seeds, ranks.to(state.center.dtype))  # (dim,) Σ r_i ε_i
+        total, _ = self.weighted_sum(state, seeds, ranks.to(state.center.dtype))  # (dim,) Σ r_i ε_i
         gradient = total / (len(seeds) * state.mutation.sigma**2)  # (dim,)
 
         # --- step: x ← optimizer(x, g), on a private copy of the center and optimizer state

@@ -16,7 +16,7 @@ import torch
 
 from evograd import validate
 from evograd.noise import Mutation
-from evograd.strategies.base import SeedStrategy, StrategyState
+from evograd.strategies.base import SeedStrategy, StrategyState, store_setting
 
 __all__ = ["RollingState", "RollingImprovement"]
 
@@ -107,9 +107,9 @@ class RollingImprovement(SeedStrategy[RollingState]):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._store("beta", validate.real("beta", self.beta, low=0.0, high=1.0, high_open=True))
-        self._store("lr", validate.real("lr", self.lr, low=0.0))
-        self._store("lr_decay", validate.real("lr_decay", self.lr_decay, low=0.0, high=1.0, low_open=True))
+        store_setting(self, "beta", validate.real("beta", self.beta, low=0.0, high=1.0, high_open=True))
+        store_setting(self, "lr", validate.real("lr", self.lr, low=0.0))
+        store_setting(self, "lr_decay", validate.real("lr_decay", self.lr_decay, low=0.0, high=1.0, low_open=True))
         validate.choice("weighting", self.weighting, ("slope", "improvement"))
         for name in ("use_worse", "normalize_step", "elitist"):
             validate.flag(name, getattr(self, name))
@@ -138,7 +138,7 @@ class RollingImprovement(SeedStrategy[RollingState]):
         # One pass over the rows gives the numerator and the norms: Σ w_i ε̂_i = Σ Δ_i ε_i / ‖ε_i‖^p,
         # p = 2 (slope) or 1 (improvement); the weights follow from the norms.
         power = 2.0 if self.weighting == "slope" else 1.0
-        numerator, norms = self._weighted_sum(state, child_seeds, gain.to(state.center.dtype), power)  # (dim,), (n,)
+        numerator, norms = self.weighted_sum(state, child_seeds, gain.to(state.center.dtype), power)  # (dim,), (n,)
         active = gain != 0  # (n,) rows that entered the sum
         if self.weighting == "slope":
             weights = gain[active] / norms[active].double()  # (k,) w_i = Δ_i/‖ε_i‖
@@ -153,7 +153,7 @@ class RollingImprovement(SeedStrategy[RollingState]):
         center = state.center
         if self.elitist and bool(improving.any()):
             best = int(torch.argmin(children))
-            center = center + self._rows(state, child_seeds[best : best + 1])[0]  # (dim,)
+            center = center + self.rows(state, child_seeds[best : best + 1])[0]  # (dim,)
         elif self.normalize_step:
             length = float(estimate.norm())
             if length > 0:
