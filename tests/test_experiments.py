@@ -59,10 +59,11 @@ def test_alignment_backprop_has_zero_angle(quick_runs):
     assert bp and max(bp) < 1e-3
 
 
-def test_bad_seed_count_is_one_line_exit_2(tmp_path, capsys):
-    assert cli.main(["experiment", "layers", "--seeds", "0", "--out", str(tmp_path)]) == 2
+def test_bad_seed_count_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys):
+    assert cli.main(["experiment", "layers", "--seeds", "0", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--seeds 0" in err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error given where torch sees no CUDA device")
