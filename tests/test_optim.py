@@ -13,7 +13,6 @@ from evograd import directions as D
 from evograd.tasks import mlp
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-torch.set_num_threads(1)
 
 
 def batches(steps, n=16, seed=0, dtype=torch.float64):
