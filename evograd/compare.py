@@ -3,8 +3,9 @@
 Fairness is the point. Every method trains the same model (same architecture, same initial weights
 for the same seed) on the same data, and stops at the same budget, counted in forward-pass
 equivalents (FE, docs/design.rst contract 8: one sample through the network forward is 1 FE, a backward
-pass 2 FE, one environment step 1 FE) or in wall-clock seconds. The test metric is measured at
-evenly spaced points of the budget; measuring is not charged to the method.
+pass 2 FE, one environment step 1 FE) or in wall-clock seconds, and sees the same minibatches (the
+stream of its seed, :class:`evograd.harness.Minibatches`). The test metric is measured at evenly
+and geometrically spaced points of the budget; measuring is neither charged nor timed.
 
 A method is a small function ``build(task, settings, model) -> step`` that sets up its optimizer
 or strategy and returns one training step; :func:`evograd.harness.train` runs every method's steps

@@ -19,6 +19,7 @@ def _cli(*args, cwd, timeout=240):
     )
 
 
+@pytest.mark.slow
 def test_compare_cli_end_to_end_is_reproducible(tmp_path):
     pytest.importorskip("matplotlib")
     runs = []
@@ -110,6 +111,7 @@ def test_run_with_a_bad_config_is_one_line_and_creates_nothing(tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.toml"]
 
 
+@pytest.mark.slow
 def test_run_from_a_toml_config(tmp_path):
     config = tmp_path / "run.toml"
     config.write_text(
@@ -178,6 +180,7 @@ def test_budget_validation():
         compare.Budget(fe=-5)
 
 
+@pytest.mark.slow
 def test_rolling_balances_cartpole():
     """The issue's bar: an evolution method reaches return >= 475 on CartPole (measured: 500 by ~50k FE)."""
     pytest.importorskip("gymnasium")

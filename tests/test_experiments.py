@@ -26,6 +26,7 @@ def quick_runs(tmp_path_factory):
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(experiments.EXPERIMENTS))
 def test_quick_run_writes_json_table_png_and_verdict(quick_runs, name):
     code, stdout, out = quick_runs[name]
@@ -43,6 +44,7 @@ def test_quick_run_writes_json_table_png_and_verdict(quick_runs, name):
     assert experiments.EXPERIMENTS[name].verdict(record["numbers"]) == (record["verdict"]["holds"], line)
 
 
+@pytest.mark.slow
 def test_probes_numbers_cover_every_kind_weighting_and_n(quick_runs):
     numbers = json.loads((quick_runs["probes"][2] / "probes.json").read_text())["numbers"]
     assert {(r["kind"], r["weighting"]) for r in numbers["cosines"]} == {
@@ -53,6 +55,7 @@ def test_probes_numbers_cover_every_kind_weighting_and_n(quick_runs):
     )
 
 
+@pytest.mark.slow
 def test_alignment_backprop_has_zero_angle(quick_runs):
     numbers = json.loads((quick_runs["alignment"][2] / "alignment.json").read_text())["numbers"]
     bp = [a for r in numbers["runs"] if r["rule"] == "bp" for layer in r["angles"].values() for a in layer]

@@ -349,6 +349,7 @@ def _digits_accuracy(init, rule, seed, x_tr, y_tr, x_te, y_te, epochs=30):
         return 100 * (net(x_te).argmax(1) == y_te).double().mean().item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fa_and_dfa_match_backprop_on_digits(seed):
     sk_datasets = pytest.importorskip("sklearn.datasets")

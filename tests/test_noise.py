@@ -29,6 +29,7 @@ def _ecdf_matches(values: torch.Tensor, cdf, points) -> None:
         assert abs(empirical - expected) < tolerance, (point, empirical, expected)
 
 
+@pytest.mark.slow
 def test_rows_depend_only_on_their_seed():
     m = Mutation(kind="levy", alpha=1.3, sigma=0.3, sparsity=0.2, clip=10.0)
     rows = noise.sample(m, SEEDS[:20], 64)
@@ -62,7 +63,7 @@ def test_parent_seed_is_the_zero_perturbation():
     assert rows[1].abs().sum() > 0
 
 
-@pytest.mark.parametrize("kind", noise.KINDS)
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k == "levy" else k for k in noise.KINDS])
 def test_sigma_scales_rows_linearly(kind):
     small = noise.sample(Mutation(kind=kind, sigma=0.1, clip=4.0), SEEDS[:10], 50, dtype=torch.float64)
     large = noise.sample(Mutation(kind=kind, sigma=0.7, clip=4.0), SEEDS[:10], 50, dtype=torch.float64)
@@ -85,6 +86,7 @@ def test_levy_quantiles_match_scipy():
     _ecdf_matches(rows, reference.cdf, [-10, -2, -1, 0, 1, 2, 10])
 
 
+@pytest.mark.slow
 def test_levy_limits_are_cauchy_and_gaussian():
     cauchy = noise.sample(Mutation(kind="levy", alpha=1.0), SEEDS, DIM, dtype=torch.float64) / 0.02
     _ecdf_matches(cauchy, stats.cauchy().cdf, [-5, -1, 0, 1, 5])

@@ -240,6 +240,7 @@ def _example():
     return module
 
 
+@pytest.mark.slow
 def test_digits_improvement_only_and_hybrid_reach_their_targets():
     """Digits, MLP 64-32-10, 800 steps of minibatch 128, seed 0 (examples/hybrid_digits.py).
 

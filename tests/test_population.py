@@ -110,6 +110,7 @@ def test_scale_free_evolution_solves_sphere_20():
     assert history[-1]["fitness"] < 1e-8  # from 180 at the start: solved to numerical precision
 
 
+@pytest.mark.slow
 def test_cauchy_beats_gaussian_on_rastrigin_10():
     """Fast EP's claim (Yao & Liu 1999): on a multimodal landscape, the heavy tail escapes local minima.
 
@@ -198,6 +199,7 @@ def test_openes_solves_a_quadratic():
     assert float(value(state.center)) < 1e-3 * float(value(start))
 
 
+@pytest.mark.slow
 def test_rolling_improvement_learns_digits():
     """The quickstart (RollingImprovement, Cauchy mutations, no backprop) reaches >= 90% test accuracy."""
     pytest.importorskip("sklearn")
