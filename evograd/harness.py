@@ -268,13 +268,14 @@ class Minibatches:
         self.batch_size = validate.integer("batch_size", batch_size, low=1)
         self.seed = validate.seed("seed", seed)
         self.drawn = 0
+        self._gen = torch.Generator()  # reseeded for every batch: batch k never depends on batch k - 1
 
     def at(self, k: int) -> Batch:
         """Batch number ``k`` of the stream (the same every time)."""
         if self.batch_size >= len(self.x):
             return self.x, self.y
-        gen = torch.Generator().manual_seed(noise.stream_seed(self.seed, self.stream, k))
-        index = torch.randint(0, len(self.x), (self.batch_size,), generator=gen).to(self.x.device)  # (batch,)
+        self._gen.manual_seed(noise.stream_seed(self.seed, self.stream, k))
+        index = torch.randint(0, len(self.x), (self.batch_size,), generator=self._gen).to(self.x.device)  # (batch,)
         return self.x[index], self.y[index]
 
     def __call__(self) -> Batch:
