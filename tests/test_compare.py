@@ -182,7 +182,7 @@ def test_budget_validation():
 
 @pytest.mark.slow
 def test_rolling_balances_cartpole():
-    """The issue's bar: an evolution method reaches return >= 475 on CartPole (measured: 500 by ~50k FE)."""
+    """The issue's bar: an evolution method reaches return >= 475 on CartPole (measured: 475 by 42k FE, 500 by 53k)."""
     pytest.importorskip("gymnasium")
     result = compare.run_method(tasks.get("cartpole"), "rolling", 0, compare.Budget(fe=100_000, points=5))
     assert max(value for _, _, value in result.curve) >= 475
