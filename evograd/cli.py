@@ -2,7 +2,9 @@
 
 Errors a user can fix (an unknown task or method, a bad budget, an unwritable directory, a missing
 extra) end the program with exit code 2 and one line saying what was wrong and how to fix it,
-never a traceback.
+never a traceback. Every command checks all of its inputs before it trains or creates anything:
+each handler validates and returns the job to run, and the output directory is made only when the
+results are written.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["main"]
 
@@ -44,31 +47,30 @@ def _progress_factory(stream=sys.stderr):
     return factory
 
 
-def torch_threads(n: int) -> None:
-    """Run torch on ``n`` CPU threads, with denormals flushed (over-fitted batches produce them and
-    slow every step several-fold on CPUs)."""
-    import torch
+def _check_out(path: str) -> pathlib.Path:
+    """``path`` as the output directory, checked to be creatable and writable without creating it.
 
-    torch.set_num_threads(n)
-    torch.set_flush_denormal(True)
-
-
-def _writable_dir(path: str) -> pathlib.Path:
+    The check writes an anonymous temporary file in ``path``, or in its nearest existing ancestor
+    if ``path`` does not exist yet; the directory itself is made when the results are written.
+    """
     out = pathlib.Path(path)
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(
+            f"--out {path!r} is not a writable directory ({existing} is a file); choose another with --out"
+        )
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".evograd-write-test"
-        probe.write_text("")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=existing):
+            pass
     except OSError as err:
         raise UsageError(
-            f"--out {path!r} is not a writable directory ({err.strerror}); choose another with --out"
+            f"--out {path!r} is not a writable directory ({err.strerror or err}); choose another with --out"
         ) from err
     return out
 
 
 def _budget(args):
-    from evograd.compare import Budget
+    from evograd.harness import Budget
 
     if args.budget_fe is not None and args.budget_seconds is not None:
         raise UsageError("give --budget-fe or --budget-seconds, not both")
@@ -93,11 +95,15 @@ def _device(name: str) -> str:
     return name
 
 
+Job = Callable[[], None]
+
+
 def _report(task, budget, results, out: pathlib.Path, title: str) -> None:
     from evograd import compare, plots
 
     rows = compare.summarize(task, results)
-    print(compare.format_table(task, rows))
+    print(compare.table(task, rows))
+    out.mkdir(parents=True, exist_ok=True)
     compare.write_outputs(out, task, budget, results, rows)
     written = ["results.json", "summary.csv", "table.txt"]
     try:
@@ -108,8 +114,8 @@ def _report(task, budget, results, out: pathlib.Path, title: str) -> None:
     print(f"wrote {', '.join(str(out / name) for name in written)}")
 
 
-def _cmd_compare(args) -> None:
-    from evograd import compare
+def _cmd_compare(args) -> Job:
+    from evograd import compare, harness
 
     methods = args.methods or list(compare.DEFAULT_METHODS)
     for method in methods:
@@ -119,29 +125,36 @@ def _cmd_compare(args) -> None:
         raise UsageError(f"--seeds {args.seeds} is out of range; allowed 1 or more")
     if args.threads < 1:
         raise UsageError(f"--threads {args.threads} is out of range; allowed 1 or more")
-    torch_threads(args.threads)
     budget = _budget(args)
-    out = _writable_dir(args.out)
     device = _device(args.device)
-    task = _task(args.task, args.data_path)
     overrides = compare.parse_overrides(args.set or [])
-    results = compare.compare(
-        task,
-        methods,
-        range(args.seeds),
-        budget,
-        overrides=overrides,
-        device=device,
-        progress_factory=_progress_factory(),
-    )
-    budget_text = f"{budget.fe:,} FE" if budget.fe else f"{budget.seconds:g} s"
-    _report(task, budget, results, out, f"{task.name}: {len(methods)} methods, {args.seeds} seeds, {budget_text}")
+    for method in methods:
+        compare.settings_for(method, args.task, overrides.get(method))
+    task = _task(args.task, args.data_path)
+    out = _check_out(args.out)
+
+    def job() -> None:
+        harness.torch_threads(args.threads)
+        results = compare.compare(
+            task,
+            methods,
+            range(args.seeds),
+            budget,
+            overrides=overrides,
+            device=device,
+            progress_factory=_progress_factory(),
+        )
+        budget_text = f"{budget.fe:,} FE" if budget.fe else f"{budget.seconds:g} s"
+        _report(task, budget, results, out, f"{task.name}: {len(methods)} methods, {args.seeds} seeds, {budget_text}")
+
+    return job
 
 
-def _cmd_run(args) -> None:
-    from evograd import compare
+_CONFIG_KEYS = ("task", "method", "seed", "budget_fe", "budget_seconds", "out", "data_path", "device", "settings")
 
-    torch_threads(1)
+
+def _cmd_run(args) -> Job:
+    from evograd import compare, harness, validate
 
     try:
         import tomllib
@@ -156,35 +169,34 @@ def _cmd_run(args) -> None:
         raise UsageError(f"cannot read config {args.config!r}: {err.strerror}") from err
     except tomllib.TOMLDecodeError as err:
         raise UsageError(f"config {args.config!r} is not valid TOML: {err}") from err
-    unknown = set(config) - {
-        "task",
-        "method",
-        "seed",
-        "budget_fe",
-        "budget_seconds",
-        "out",
-        "data_path",
-        "device",
-        "settings",
-    }
+    unknown = set(config) - set(_CONFIG_KEYS)
     if unknown:
         raise UsageError(f"config {args.config!r} has unknown keys {sorted(unknown)}")
     if "method" not in config:
         raise UsageError(f"config {args.config!r} needs method = one of {', '.join(compare.METHODS)}")
+    method, task_name = config["method"], config.get("task", "digits")
+    compare.settings_for(method, task_name, config.get("settings"))
+    seed = validate.seed("seed", config.get("seed", 0))
     args.budget_fe, args.budget_seconds = config.get("budget_fe"), config.get("budget_seconds")
     budget = _budget(args)
-    out = _writable_dir(config.get("out", args.out))
-    task = _task(config.get("task", "digits"), config.get("data_path"))
-    result = compare.run_method(
-        task,
-        config["method"],
-        int(config.get("seed", 0)),
-        budget,
-        overrides=config.get("settings"),
-        device=_device(config.get("device", "cpu")),
-        progress=_progress_factory()(f"{config['method']} seed {config.get('seed', 0)}"),
-    )
-    _report(task, budget, [result], out, f"{task.name}: {config['method']}")
+    device = _device(config.get("device", "cpu"))
+    task = _task(task_name, config.get("data_path"))
+    out = _check_out(config.get("out", args.out))
+
+    def job() -> None:
+        harness.torch_threads(1)
+        result = compare.run_method(
+            task,
+            method,
+            seed,
+            budget,
+            overrides=config.get("settings"),
+            device=device,
+            progress=_progress_factory()(f"{method} seed {seed}"),
+        )
+        _report(task, budget, [result], out, f"{task.name}: {method}")
+
+    return job
 
 
 def _experiment_command(args) -> str:
@@ -199,22 +211,27 @@ def _experiment_command(args) -> str:
     return " ".join(["evograd experiment", *filter(None, options)])
 
 
-def _cmd_experiment(args) -> None:
+def _cmd_experiment(args) -> Job:
     from evograd import experiments
 
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds} is out of range; allowed 1 or more")
-    out = _writable_dir(args.out)
-    outcome = experiments.run(
-        args.name,
-        quick=args.quick,
-        seeds=args.seeds,
-        out=out,
-        progress=_progress_factory()(args.name),
-        command=_experiment_command(args),
-        device=_device(args.device),
-    )
-    print(f"wrote {', '.join(str(path) for path in outcome.files)}")
+    device = _device(args.device)
+    out = _check_out(args.out)
+
+    def job() -> None:
+        outcome = experiments.run(
+            args.name,
+            quick=args.quick,
+            seeds=args.seeds,
+            out=out,
+            progress=_progress_factory()(args.name),
+            command=_experiment_command(args),
+            device=device,
+        )
+        print(f"wrote {', '.join(str(path) for path in outcome.files)}")
+
+    return job
 
 
 class _Parser(argparse.ArgumentParser):
@@ -261,7 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``evograd`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
-        args.handler(args)
+        try:
+            job = args.handler(args)  # validates every input; creates nothing
+        except TypeError as err:  # a wrong type in a config or setting (a TypeError later is a bug: shown in full)
+            raise UsageError(str(err)) from err
+        job()
     except (UsageError, ValueError, ImportError) as err:
         print(f"evograd: error: {err}", file=sys.stderr)
         return 2

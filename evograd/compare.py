@@ -3,12 +3,15 @@
 Fairness is the point. Every method trains the same model (same architecture, same initial weights
 for the same seed) on the same data, and stops at the same budget, counted in forward-pass
 equivalents (FE, docs/design.rst contract 8: one sample through the network forward is 1 FE, a backward
-pass 2 FE, one environment step 1 FE) or in wall-clock seconds. The test metric is measured at
-evenly spaced points of the budget; measuring is not charged to the method.
+pass 2 FE, one environment step 1 FE) or in wall-clock seconds, and sees the same minibatches (the
+stream of its seed, :class:`evograd.harness.Minibatches`). The test metric is measured at evenly
+and geometrically spaced points of the budget; measuring is neither charged nor timed.
 
-Methods are small functions ``run(task, settings, recorder)`` that train until the recorder says
-the budget is spent. Backprop methods cannot train on episodic tasks (no gradient through an
-environment): they are skipped there with a note, never faked.
+A method is a small function ``build(task, settings, model) -> step`` that sets up its optimizer
+or strategy and returns one training step; :func:`evograd.harness.train` runs every method's steps
+through the same loop, FE accounting and measurement. Adding a method is one entry of
+:data:`METHODS` and its defaults. Backprop methods cannot train on episodic tasks (no gradient
+through an environment): they are skipped there with a note, never faked.
 """
 
 from __future__ import annotations
@@ -16,25 +19,26 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
-import math
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from evograd import feedback, flat
+from evograd import directions as D
+from evograd import feedback, flat, harness
 from evograd.evaluate import SerialEvaluator, VmapEvaluator
+from evograd.harness import Budget
 from evograd.noise import Mutation
+from evograd.optim import HybridOptimizer
 from evograd.strategies import OpenES, RollingImprovement, ScaleFreeEvolution
 from evograd.tasks import Task
 
 __all__ = [
     "Budget",
-    "Recorder",
+    "Method",
     "RunResult",
     "METHODS",
     "DEFAULT_METHODS",
@@ -42,130 +46,48 @@ __all__ = [
     "run_method",
     "compare",
     "summarize",
-    "format_table",
+    "table",
+    "parse_overrides",
+    "write_outputs",
 ]
 
-
-# ----------------------------------------------------------------------------------------------
-# budget and measurement
-
-
-@dataclasses.dataclass(frozen=True)
-class Budget:
-    """How much every method may spend: forward-pass equivalents, or wall seconds (exactly one)."""
-
-    fe: int | None = None
-    seconds: float | None = None
-    points: int = 25
-
-    def __post_init__(self) -> None:
-        if (self.fe is None) == (self.seconds is None):
-            raise ValueError("give exactly one budget: fe or seconds")
-        if self.fe is not None and (not isinstance(self.fe, int) or self.fe <= 0):
-            raise ValueError(f"budget fe={self.fe!r} is out of range; allowed integers > 0")
-        if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds > 0):
-            raise ValueError(f"budget seconds={self.seconds!r} is out of range; allowed (0, inf)")
-        if not isinstance(self.points, int) or self.points < 1:
-            raise ValueError(f"points={self.points!r} is out of range; allowed integers >= 1")
-
-
-class Recorder:
-    """Counts what a run spends, measures the metric at evenly spaced budget points, says when to stop."""
-
-    def __init__(
-        self, task: Task, budget: Budget, model: nn.Module, progress: Callable[[float, str], None] | None = None
-    ):
-        self.task, self.budget, self.model, self.progress = task, budget, model, progress
-        self.fe = 0
-        self.curve: list[tuple[int, float, float]] = []  # (fe, seconds, metric)
-        self._start = time.perf_counter()
-        self._measuring = 0.0  # seconds spent measuring, not charged to the method
-        n = budget.points
-        self._points = sorted(
-            {round(k / n, 9) for k in range(1, n + 1)} | {round(1e-3 ** (1 - k / n), 9) for k in range(n)}
-        )
-        self.record()
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self._start - self._measuring
-
-    def fraction(self) -> float:
-        """How much of the budget is spent, in [0, 1]."""
-        spent = self.fe / self.budget.fe if self.budget.fe is not None else self.seconds / self.budget.seconds
-        return min(spent, 1.0)
-
-    @property
-    def done(self) -> bool:
-        return self.fraction() >= 1.0
-
-    def spend(self, fe: int) -> None:
-        """Charge ``fe`` forward-pass equivalents, and measure the metric when a budget point is passed.
-
-        Budget points are ``points`` evenly spaced fractions of the budget together with ``points``
-        geometrically spaced ones from 1/1000 of it: backprop and evolution differ in cost by orders
-        of magnitude, and both curves must show their rise with the same resolution.
-        """
-        self.fe += int(fe)
-        passed = len(self.curve) - 1  # the first measurement is at zero cost
-        if self.done or (passed < len(self._points) and self.fraction() >= self._points[passed]):
-            self.record()
-
-    def record(self) -> None:
-        start = time.perf_counter()
-        value = self.task.metric(self.model)
-        self.curve.append((self.fe, self.seconds, value))
-        self._measuring += time.perf_counter() - start
-        if self.progress is not None:
-            self.progress(self.fraction(), f"{self.task.metric_name} {value:.4g}")
+Method = Callable[[Task, dict[str, Any], nn.Module], harness.Step]
+"""``build(task, settings, model) -> step``: a method's optimizer or strategy on ``model``, as one step."""
 
 
 @dataclasses.dataclass(frozen=True)
 class RunResult:
-    """One method on one seed: its curve and what it cost."""
+    """One method on one seed: its curve ``[(fe, seconds, metric), ...]`` and what it cost."""
 
     method: str
     seed: int
     settings: dict[str, Any]
-    curve: list[tuple[int, float, float]]
+    curve: list[harness.Point]
     fe: int
     seconds: float
     note: str = ""
 
 
 # ----------------------------------------------------------------------------------------------
-# methods
+# methods: each builds one training step (harness.Step) of its model
 
 
-def _minibatches(task: Task, batch_size: int, seed: int, device: torch.device):
-    """An endless seeded stream of training minibatches (sampled with replacement)."""
-    split = task.split
-    gen = torch.Generator().manual_seed(10_007 + seed)
-    x, y = split.train_x.to(device), split.train_y.to(device)
-
-    def draw():
-        index = torch.randint(0, len(x), (batch_size,), generator=gen).to(device)
-        return x[index], y[index]
-
-    return draw
+def _batches(task: Task, s: dict) -> harness.Minibatches:
+    """The run's minibatch stream: the same for every method given the same seed."""
+    split = task.split.to(s["device"])
+    return harness.Minibatches(split.train_x, split.train_y, s["batch_size"], s["seed"])
 
 
-def _backprop(optimizer_cls, rule: str | None = None):
-    """A plain training loop with a torch optimizer; ``rule`` swaps in a backprop-free feedback rule."""
+def _backprop(optimizer_cls: type[torch.optim.Optimizer], rule: str | None = None) -> Method:
+    """A torch optimizer on minibatch gradients; ``rule`` swaps in a backprop-free feedback rule."""
 
-    def run(task: Task, s: dict, rec: Recorder) -> None:
-        model = rec.model if rule is None else feedback.convert(rec.model, mode=rule, seed=s["seed"])
+    def build(task: Task, s: dict, model: nn.Module) -> harness.Step:
+        model = model if rule is None else feedback.convert(model, mode=rule, seed=s["seed"])
         extra = {"momentum": s["momentum"]} if "momentum" in s else {}
         optimizer = optimizer_cls(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"], **extra)
-        draw = _minibatches(task, s["batch_size"], s["seed"], s["device"])
-        while not rec.done:
-            x, y = draw()
-            optimizer.zero_grad(set_to_none=True)
-            task.loss_fn(model(x), y).backward()
-            optimizer.step()
-            rec.spend(3 * len(x))  # forward 1 FE + backward 2 FE per sample
+        return harness.optimizer_step(optimizer, model, task.loss_fn, _batches(task, s))
 
-    return run
+    return build
 
 
 def _mutation(s: dict) -> Mutation:
@@ -178,14 +100,13 @@ def _mutation(s: dict) -> Mutation:
     )
 
 
-def _evolve(make_strategy: Callable[[dict], Any]):
-    """An ask/tell loop: minibatch fitness on supervised tasks, episodes on episodic ones."""
+def _evolve(make_strategy: Callable[[dict], Any]) -> Method:
+    """One ask/tell generation per step: minibatch fitness on supervised tasks, episodes on episodic ones."""
 
-    def run(task: Task, s: dict, rec: Recorder) -> None:
+    def build(task: Task, s: dict, model: nn.Module) -> harness.Step:
         strategy = make_strategy(s)
-        model = rec.model
-        steps = [0]
         if task.episodic:
+            steps = [0]  # environment steps, 1 FE each
 
             def fitness(module: nn.Module) -> float:
                 value, n = task.episode_fitness(module)
@@ -193,55 +114,44 @@ def _evolve(make_strategy: Callable[[dict], Any]):
                 return value
 
             evaluator = SerialEvaluator(model, fitness=fitness)
+            spent = lambda: steps[0]  # noqa: E731
         else:
-            evaluator = VmapEvaluator(model, task.loss_fn, _minibatches(task, s["batch_size"], s["seed"], s["device"]))
+            evaluator = VmapEvaluator(model, task.loss_fn, _batches(task, s))
+            spent = lambda: evaluator.forward_passes  # noqa: E731
         state = strategy.init(flat.flatten(model), seed=s["seed"])
-        while not rec.done:
-            before = evaluator.forward_passes if not task.episodic else steps[0]
+
+        def step() -> int:
+            nonlocal state
+            before = spent()
             seeds = strategy.ask(state)
             state, _ = strategy.tell(state, seeds, evaluator(state.center, seeds, state.mutation))
             flat.assign(model, state.center)
-            rec.spend((evaluator.forward_passes if not task.episodic else steps[0]) - before)
+            return spent() - before
 
-    return run
+        return step
+
+    return build
 
 
-def _hybrid(task: Task, s: dict, rec: Recorder) -> None:
+def _hybrid(task: Task, s: dict, model: nn.Module) -> harness.Step:
     """HybridOptimizer: ``bp_weight`` of the unit backprop gradient plus the rest of the unit evolution estimate."""
-    from evograd import directions as D
-    from evograd.optim import HybridOptimizer
-
-    model = rec.model
     strategy = RollingImprovement(size=s["size"], mutation=_mutation(s), beta=s["beta"])
     direction = D.mix(
-        bp=(s["bp_weight"], D.chain(D.backprop(), D.normalize())),
-        evo=(1.0 - s["bp_weight"], D.chain(D.improvement(strategy, seed=s["seed"]), D.normalize())),
+        bp=(s["bp_weight"], harness.unit(D.backprop())),
+        evo=(1.0 - s["bp_weight"], harness.evolution(strategy, s["seed"])),
     )
-    evaluator = VmapEvaluator(model, task.loss_fn)
     optimizer = HybridOptimizer(
         model.parameters(),
         direction,
         base=torch.optim.SGD,
-        evaluator=evaluator,
+        evaluator=VmapEvaluator(model, task.loss_fn),
         lr=s["lr"],
         weight_decay=s["weight_decay"],
     )
-    draw = _minibatches(task, s["batch_size"], s["seed"], s["device"])
-    while not rec.done:
-        x, y = draw()
-
-        def closure():
-            optimizer.zero_grad()
-            loss = task.loss_fn(model(x), y)
-            loss.backward()
-            return loss
-
-        before = optimizer.fe
-        optimizer.step(closure, batch=(x, y))
-        rec.spend(optimizer.fe - before)
+    return harness.optimizer_step(optimizer, model, task.loss_fn, _batches(task, s))
 
 
-METHODS: dict[str, tuple[str, Callable]] = {
+METHODS: dict[str, tuple[str, Method]] = {
     "sgd": ("backprop", _backprop(torch.optim.SGD)),
     "adam": ("backprop", _backprop(torch.optim.Adam)),
     "fa": ("backprop", _backprop(torch.optim.Adam, rule="fa")),
@@ -349,7 +259,7 @@ def run_method(
 ) -> RunResult:
     """Train ``method`` on ``task`` from seed ``seed`` until ``budget`` is spent."""
     settings = settings_for(method, task.name, overrides)
-    family, run = METHODS[method]
+    family, build = METHODS[method]
     if family == "backprop" and task.episodic:
         return RunResult(
             method,
@@ -361,9 +271,10 @@ def run_method(
             note=f"skipped: {method} needs a gradient, and {task.name} is an episodic task",
         )
     model = task.make_model(seed).to(device)
-    recorder = Recorder(task, budget, model, progress)
-    run(task, {**settings, "seed": seed, "device": torch.device(device)}, recorder)
-    return RunResult(method, seed, settings, recorder.curve, recorder.fe, recorder.seconds)
+    step = build(task, {**settings, "seed": seed, "device": torch.device(device)}, model)
+    recorder = harness.Recorder(lambda: task.metric(model), budget, progress=progress, label=task.metric_name)
+    run = harness.train(step, recorder)
+    return RunResult(method, seed, settings, run.curve, run.fe, run.seconds)
 
 
 def compare(
@@ -449,22 +360,27 @@ def _fe(value: float | None) -> str:
     return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value / 1e3:.0f}k"
 
 
-def format_table(task: Task, rows: list[dict[str, Any]]) -> str:
-    """The summary as a fixed-width text table."""
-    target = f"FE to {task.target:g}"
-    header = f"{'method':<10} {'final ' + task.metric_name:>24} {'best':>17} {target:>14} {'FE':>8} {'wall s':>8}"
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        if row.get("note"):
-            lines.append(f"{row['method']:<10} {row['note']}")
-            continue
-        reached = f"{_fe(row['fe_to_target'])} ({row['reached']}/{row['seeds']})"
-        lines.append(
-            f"{row['method']:<10} {row['final_mean']:>15.4g} ± {row['final_std']:<6.2g} "
-            f"{row['best_mean']:>8.4g} ± {row['best_std']:<6.2g} {reached:>14} {_fe(row['fe']):>8} "
-            f"{row['seconds']:>8.1f}"
-        )
-    return "\n".join(lines)
+def table(task: Task, rows: list[dict[str, Any]]) -> str:
+    """The summary as a fixed-width text table (:func:`evograd.harness.format_table`), then one line
+    per skipped method with its note."""
+
+    def spread(mean: float, std: float) -> str:
+        return f"{mean:.4g} ± {std:<6.2g}"
+
+    shown = [
+        {
+            "method": row["method"],
+            f"final {task.metric_name}": spread(row["final_mean"], row["final_std"]),
+            "best": spread(row["best_mean"], row["best_std"]),
+            f"FE to {task.target:g}": f"{_fe(row['fe_to_target'])} ({row['reached']}/{row['seeds']})",
+            "FE": _fe(row["fe"]),
+            "wall s": f"{row['seconds']:.1f}",
+        }
+        for row in rows
+        if not row.get("note")
+    ]
+    notes = [f"{row['method']}: {row['note']}" for row in rows if row.get("note")]
+    return "\n".join(([harness.format_table(shown)] if shown else []) + notes)
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -501,7 +417,7 @@ def write_outputs(out_dir, task: Task, budget: Budget, results: list[RunResult],
         "runs": [dataclasses.asdict(r) for r in results],
     }
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    (out / "table.txt").write_text(format_table(task, rows) + "\n")
+    (out / "table.txt").write_text(table(task, rows) + "\n")
     columns = [
         "method",
         "seeds",

@@ -23,6 +23,9 @@ Seed conventions (what :func:`member_seeds` hands out):
 * :data:`PARENT_SEED`: the zero perturbation; strategies use it to have the parent evaluated on the
   same data as its mutations.
 
+Streams other than the population's (minibatch order, label shuffles, episode starts) take their
+seeds from :func:`stream_seed`, the same hash keyed by the stream's name.
+
 References:
     Yao, Liu & Lin (1999), Evolutionary programming made faster (Cauchy mutation).
     Lee & Yao (2004), Evolutionary programming using mutations based on the Lévy probability
@@ -35,6 +38,8 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import math
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
@@ -52,6 +57,7 @@ __all__ = [
     "PARENT_SEED",
     "Mutation",
     "member_seeds",
+    "stream_seed",
     "draw",
     "sample",
     "iter_rows",
@@ -63,6 +69,7 @@ __all__ = [
 KINDS = ("gaussian", "cauchy", "levy", "loguniform")
 PARENT_SEED = -(2**63)
 _MEMBER_SEED_BITS = 62
+_UINT64 = (1 << 64) - 1
 _TABLE_SEED = 0x5EED_7AB1E  # the codebook's own seed; never a user's
 _MIN_TABLE_LENGTH = 1 << 24  # 16M numbers, 64 MiB in float32
 _CHUNK_BYTES = 4 << 20  # default chunk of weighted_sum on a CPU: about what stays in cache across its passes
@@ -177,6 +184,20 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
+def _splitmix64_int(x: int) -> int:
+    """:func:`_splitmix64` of one Python integer: the same hash, without numpy's per-call cost.
+
+    Examples:
+        >>> x = np.array([0, 1, 2**63, _UINT64], dtype=np.uint64)
+        >>> [_splitmix64_int(int(v)) for v in x] == _splitmix64(x).tolist()
+        True
+    """
+    x = (x + 0x9E3779B97F4A7C15) & _UINT64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _UINT64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _UINT64
+    return x ^ (x >> 31)
+
+
 def member_seeds(seed: int, generation: int, n: int, *, antithetic: bool = False) -> torch.Tensor:
     """Seeds of the ``n`` members of one generation, derived from ``(seed, generation, member)``.
 
@@ -197,6 +218,52 @@ def member_seeds(seed: int, generation: int, n: int, *, antithetic: bool = False
     members = _splitmix64(key ^ np.arange(half, dtype=np.uint64))
     base = torch.from_numpy((members >> np.uint64(64 - _MEMBER_SEED_BITS)).astype(np.int64))
     return torch.cat([base, ~base]) if antithetic else base
+
+
+def stream_seed(seed: int, stream: str, *index: int) -> int:
+    """The seed of the auxiliary random stream ``stream`` of run ``seed`` (minibatch order, label shuffles, ...).
+
+    Every random number of a run derives from its one seed (docs/design.rst, contract 2). Streams
+    other than the population's (which :func:`member_seeds` hands out) get their seeds here, by the
+    same SplitMix64 hash: of the run's seed, then of a fixed 64-bit digest of the stream's name,
+    then of each ``index`` in turn (e.g. a generation or a step). Different names give independent
+    streams, so no two streams of one run, and no stream of two runs, share numbers the way hand-picked
+    offsets (``seed + 1``, ``10_007 + seed``) can. The result is itself a valid seed.
+
+    Args:
+        seed: the run's seed, in :data:`evograd.validate.SEED_RANGE`.
+        stream: what the stream is for, e.g. ``"minibatches"``; any non-empty string.
+        *index: non-negative integers selecting one seed of the stream (a step, a generation).
+
+    Returns:
+        An integer in [0, 2**63), for ``torch.Generator().manual_seed`` or as a seed of its own.
+
+    Raises:
+        TypeError: ``seed`` or an index is not an integer, or ``stream`` is not a string.
+        ValueError: ``seed`` or an index is negative (or ``seed`` too large), or ``stream`` is empty.
+
+    Examples:
+        >>> stream_seed(0, "minibatches") == stream_seed(0, "minibatches")
+        True
+        >>> len({stream_seed(0, "minibatches"), stream_seed(1, "minibatches"), stream_seed(0, "labels")})
+        3
+        >>> stream_seed(0, "minibatches", 7) != stream_seed(0, "minibatches", 8)
+        True
+    """
+    if not isinstance(stream, str):
+        raise TypeError(f"stream={stream!r} must be a string, got {type(stream).__name__}")
+    if not stream:
+        raise ValueError("stream='' is not allowed; allowed any non-empty name")
+    key = _splitmix64_int(_splitmix64_int(validate.seed("seed", seed)) ^ _stream_key(stream))
+    for i in index:
+        key = _splitmix64_int(key ^ validate.integer("index", i, low=0, high=_UINT64))
+    return key >> 1
+
+
+@functools.lru_cache(maxsize=256)
+def _stream_key(stream: str) -> int:
+    """The hashed 64-bit digest of a stream's name (fixed across runs, processes and machines)."""
+    return _splitmix64_int(int.from_bytes(hashlib.blake2b(stream.encode(), digest_size=8).digest(), "little"))
 
 
 def _row_hash(base_seeds: np.ndarray, salt: int) -> np.ndarray:

@@ -24,6 +24,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from evograd import noise
+from evograd.harness import accuracy, device_of
+
 __all__ = [
     "Split",
     "Task",
@@ -31,6 +34,7 @@ __all__ = [
     "get",
     "digits",
     "random_labels",
+    "shuffle_labels",
     "teacher",
     "mnist",
     "read_idx",
@@ -192,18 +196,6 @@ def mnist(path: str | pathlib.Path, *, dtype: torch.dtype = torch.float32) -> Sp
 # supervised tasks
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    """Where the model's parameters live: data for it is moved there (CPU for a model without any)."""
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of ``x`` whose arg-max output is ``y`` (on the model's device)."""
-    device = _device_of(model)
-    with torch.no_grad():
-        return float((model(x.to(device)).argmax(-1) == y.to(device)).double().mean())
-
-
 def _classification(
     name: str, split: Split, hidden: tuple[int, ...], target: float, *, on_train: bool = False, batch_size: int = 128
 ) -> Task:
@@ -222,11 +214,22 @@ def _classification(
     )
 
 
+def shuffle_labels(split: Split, seed: int) -> Split:
+    """``split`` with its training labels permuted (stream ``"label shuffle"`` of ``seed``): every
+    label is kept, but no longer belongs to its input. Test labels are left as they are.
+
+    Examples:
+        >>> split = Split(torch.zeros(4, 1), torch.arange(4), torch.zeros(1, 1), torch.zeros(1))
+        >>> sorted(shuffle_labels(split, seed=0).train_y.tolist())
+        [0, 1, 2, 3]
+    """
+    gen = torch.Generator().manual_seed(noise.stream_seed(seed, "label shuffle"))
+    return dataclasses.replace(split, train_y=split.train_y[torch.randperm(len(split.train_y), generator=gen)])
+
+
 def random_labels(*, seed: int = 0) -> Split:
     """Digits with the training labels shuffled: the memorization experiment of Zhang et al. (2017)."""
-    split = digits(seed=seed)
-    shuffled = split.train_y[torch.randperm(len(split.train_y), generator=torch.Generator().manual_seed(seed + 1))]
-    return dataclasses.replace(split, train_y=shuffled)
+    return shuffle_labels(digits(seed=seed), seed)
 
 
 def teacher(
@@ -237,9 +240,13 @@ def teacher(
     seed: int = 0,
     noise_std: float = 0.0,
 ) -> Split:
-    """Teacher-student regression: targets are a random tanh MLP of Gaussian inputs (plus noise)."""
-    gen = torch.Generator().manual_seed(seed)
-    net = mlp(sizes, seed=seed + 1)
+    """Teacher-student regression: targets are a random tanh MLP of Gaussian inputs (plus noise).
+
+    Inputs and noise come from the stream ``"teacher data"`` of ``seed``, the teacher's weights from
+    its stream ``"teacher"``: no student initialized from a small seed shares a stream with either.
+    """
+    gen = torch.Generator().manual_seed(noise.stream_seed(seed, "teacher data"))
+    net = mlp(sizes, seed=noise.stream_seed(seed, "teacher"))
     x = torch.randn(n_train + n_test, sizes[0], generator=gen)
     with torch.no_grad():
         y = net(x) * 2.0 + noise_std * torch.randn(n_train + n_test, sizes[-1], generator=gen)
@@ -250,13 +257,13 @@ def _teacher_task(sizes: tuple[int, ...] = (16, 32, 4)) -> Task:
     split = teacher(sizes=sizes)
 
     def test_mse(model: nn.Module) -> float:
-        device = _device_of(model)
+        device = device_of(model)
         with torch.no_grad():
             return float(F.mse_loss(model(split.test_x.to(device)), split.test_y.to(device)))
 
     return Task(
         name="teacher",
-        make_model=lambda seed: mlp(sizes, seed=100 + seed),
+        make_model=lambda seed: mlp(sizes, seed=seed),
         metric=test_mse,
         metric_name="test MSE",
         higher_is_better=False,
@@ -283,7 +290,7 @@ def _episodes(
 ) -> tuple[float, int]:
     """Mean return of the policy over one episode per seed, and the environment steps it took."""
     env = _gymnasium().make(env_id)
-    device = _device_of(model)
+    device = device_of(model)
     total, steps = 0.0, 0
     try:
         with torch.no_grad():

@@ -43,6 +43,7 @@ from evograd import (
     experiments,
     feedback,
     flat,
+    harness,
     noise,
     shaping,
     tasks,
@@ -431,8 +432,8 @@ def test_task_metrics_measure_a_gpu_model():
     assert task.metric(model.to(CUDA)) == pytest.approx(want, rel=1e-5)
     split = tasks.teacher()
     labels = split.test_y.argmax(1)
-    assert tasks.accuracy(model, split.test_x, labels) == pytest.approx(
-        tasks.accuracy(model.cpu(), split.test_x, labels)
+    assert harness.accuracy(model, split.test_x, labels) == pytest.approx(
+        harness.accuracy(model.cpu(), split.test_x, labels)
     )
 
 

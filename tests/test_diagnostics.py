@@ -10,8 +10,6 @@ from evograd import HybridOptimizer, Mutation, RollingImprovement, VmapEvaluator
 from evograd import directions as D
 from evograd.tasks import mlp
 
-torch.set_num_threads(1)
-
 
 class RandomDirection(D.Direction):
     """Gaussian noise per step, from a local generator: no information about the loss."""

@@ -11,8 +11,6 @@ from evograd import FunctionEvaluator, Mutation, OpenES, RollingImprovement, Vma
 from evograd import directions as D
 from evograd.tasks import mlp
 
-torch.set_num_threads(1)
-
 
 def mean_direction(source, x, evaluator, n):
     """The mean of ``n`` updates of a stateless source at a fixed point (steps 0..n-1 draw fresh noise)."""

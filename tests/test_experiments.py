@@ -26,6 +26,7 @@ def quick_runs(tmp_path_factory):
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(experiments.EXPERIMENTS))
 def test_quick_run_writes_json_table_png_and_verdict(quick_runs, name):
     code, stdout, out = quick_runs[name]
@@ -43,6 +44,7 @@ def test_quick_run_writes_json_table_png_and_verdict(quick_runs, name):
     assert experiments.EXPERIMENTS[name].verdict(record["numbers"]) == (record["verdict"]["holds"], line)
 
 
+@pytest.mark.slow
 def test_probes_numbers_cover_every_kind_weighting_and_n(quick_runs):
     numbers = json.loads((quick_runs["probes"][2] / "probes.json").read_text())["numbers"]
     assert {(r["kind"], r["weighting"]) for r in numbers["cosines"]} == {
@@ -53,16 +55,18 @@ def test_probes_numbers_cover_every_kind_weighting_and_n(quick_runs):
     )
 
 
+@pytest.mark.slow
 def test_alignment_backprop_has_zero_angle(quick_runs):
     numbers = json.loads((quick_runs["alignment"][2] / "alignment.json").read_text())["numbers"]
     bp = [a for r in numbers["runs"] if r["rule"] == "bp" for layer in r["angles"].values() for a in layer]
     assert bp and max(bp) < 1e-3
 
 
-def test_bad_seed_count_is_one_line_exit_2(tmp_path, capsys):
-    assert cli.main(["experiment", "layers", "--seeds", "0", "--out", str(tmp_path)]) == 2
+def test_bad_seed_count_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys):
+    assert cli.main(["experiment", "layers", "--seeds", "0", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--seeds 0" in err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error given where torch sees no CUDA device")

@@ -137,6 +137,7 @@ def reference(tmp_path_factory):
     return torch.load(out)
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 @needs_mpi
 @pytest.mark.parametrize("ranks", [2, 3])
@@ -196,6 +197,7 @@ def test_an_exception_on_one_rank_aborts_the_job():
     assert time.perf_counter() - start < 30
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 @needs_mpi
 def test_check_sync_catches_a_desynchronized_rank_on_every_rank():
@@ -229,6 +231,7 @@ def generation_of(path):
     return int(path.stem.split("-")[1])  # ckpt-000000015.pt -> 15, without reading a file being pruned
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 @needs_mpi
 def test_a_killed_run_resumes_to_the_uninterrupted_result_and_truncation_is_refused(tmp_path):

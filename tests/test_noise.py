@@ -29,6 +29,7 @@ def _ecdf_matches(values: torch.Tensor, cdf, points) -> None:
         assert abs(empirical - expected) < tolerance, (point, empirical, expected)
 
 
+@pytest.mark.slow
 def test_rows_depend_only_on_their_seed():
     m = Mutation(kind="levy", alpha=1.3, sigma=0.3, sparsity=0.2, clip=10.0)
     rows = noise.sample(m, SEEDS[:20], 64)
@@ -62,7 +63,7 @@ def test_parent_seed_is_the_zero_perturbation():
     assert rows[1].abs().sum() > 0
 
 
-@pytest.mark.parametrize("kind", noise.KINDS)
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k == "levy" else k for k in noise.KINDS])
 def test_sigma_scales_rows_linearly(kind):
     small = noise.sample(Mutation(kind=kind, sigma=0.1, clip=4.0), SEEDS[:10], 50, dtype=torch.float64)
     large = noise.sample(Mutation(kind=kind, sigma=0.7, clip=4.0), SEEDS[:10], 50, dtype=torch.float64)
@@ -85,6 +86,7 @@ def test_levy_quantiles_match_scipy():
     _ecdf_matches(rows, reference.cdf, [-10, -2, -1, 0, 1, 2, 10])
 
 
+@pytest.mark.slow
 def test_levy_limits_are_cauchy_and_gaussian():
     cauchy = noise.sample(Mutation(kind="levy", alpha=1.0), SEEDS, DIM, dtype=torch.float64) / 0.02
     _ecdf_matches(cauchy, stats.cauchy().cdf, [-5, -1, 0, 1, 5])
@@ -186,3 +188,32 @@ def test_weighted_sum_equals_dense_reference():
     expected = (weights[:, None] * rows / rows.norm(dim=1, keepdim=True)).sum(0)
     torch.testing.assert_close(total, expected)
     torch.testing.assert_close(norms[weights != 0], rows.norm(dim=1)[weights != 0])
+
+
+def test_stream_seeds_are_deterministic_distinct_and_uniform():
+    """Named streams: the same inputs give the same seed; runs, names and indices give distinct,
+    uniformly distributed 63-bit seeds, none equal to a member seed of the same run."""
+    by_run = [noise.stream_seed(s, "minibatches") for s in range(2000)]
+    by_step = [noise.stream_seed(0, "minibatches", k) for k in range(2000)]
+    by_name = [noise.stream_seed(0, f"stream {i}") for i in range(2000)]
+    assert by_run == [noise.stream_seed(s, "minibatches") for s in range(2000)]
+    found = by_run + by_step + by_name
+    assert len(set(found)) == len(found)
+    assert all(0 <= s < 2**63 for s in found)
+    assert not set(found) & set(noise.member_seeds(0, 0, 2000).tolist())
+    # every bit is a fair coin: mean within 5 standard errors of 1/2 (a false alarm < 1e-4 overall)
+    bits = torch.tensor([[(s >> b) & 1 for b in range(63)] for s in found], dtype=torch.float64)  # (6000, 63)
+    assert (bits.mean(0) - 0.5).abs().max() < 5 * 0.5 / math.sqrt(len(found))
+
+
+def test_stream_seed_validates_its_arguments():
+    with pytest.raises(ValueError, match="seed=-1"):
+        noise.stream_seed(-1, "minibatches")
+    with pytest.raises(TypeError, match="stream=3"):
+        noise.stream_seed(0, 3)
+    with pytest.raises(ValueError, match="stream=''"):
+        noise.stream_seed(0, "")
+    with pytest.raises(ValueError, match="index=-1"):
+        noise.stream_seed(0, "minibatches", -1)
+    with pytest.raises(TypeError, match="index=1.5"):
+        noise.stream_seed(0, "minibatches", 1.5)

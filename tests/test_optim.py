@@ -13,7 +13,6 @@ from evograd import directions as D
 from evograd.tasks import mlp
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-torch.set_num_threads(1)
 
 
 def batches(steps, n=16, seed=0, dtype=torch.float64):
@@ -241,6 +240,7 @@ def _example():
     return module
 
 
+@pytest.mark.slow
 def test_digits_improvement_only_and_hybrid_reach_their_targets():
     """Digits, MLP 64-32-10, 800 steps of minibatch 128, seed 0 (examples/hybrid_digits.py).
 

@@ -138,6 +138,7 @@ def test_scale_free_evolution_solves_sphere_20():
     assert state.fitness == history[-1]["best"]  # under "plus" the best told is the new parent
 
 
+@pytest.mark.slow
 def test_cauchy_beats_gaussian_on_rastrigin_10():
     """Fast EP's claim (Yao & Liu 1999): on a multimodal landscape, the heavy tail escapes local minima.
 
@@ -226,6 +227,7 @@ def test_openes_solves_a_quadratic():
     assert float(value(state.center)) < 1e-3 * float(value(start))
 
 
+@pytest.mark.slow
 def test_rolling_improvement_learns_digits():
     """The quickstart (RollingImprovement, Cauchy mutations, no backprop) reaches >= 90% test accuracy."""
     pytest.importorskip("sklearn")

@@ -34,10 +34,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
-__all__ = ["Experiment", "Panel", "Outcome", "EXPERIMENTS", "run", "format_table", "mean"]
+from evograd import harness, tasks, validate
+from evograd.harness import Progress
 
-Progress = Callable[[float, str], None]
+__all__ = ["Experiment", "Panel", "Outcome", "EXPERIMENTS", "run", "train_classifier", "mean"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,31 +93,45 @@ def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return "n/a" if value != value else f"{value:.3f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
+def train_classifier(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    split: tasks.Split,
+    *,
+    batch_size: int,
+    seed: int,
+    fe: int,
+    gradient: bool = True,
+    on: str = "test",
+    stop: Callable[[float], bool] | None = None,
+) -> harness.Run:
+    """Train a classifier through the harness, measuring its accuracy along the way.
 
+    Steps of :func:`evograd.harness.optimizer_step` on cross-entropy and minibatches of ``split``'s
+    training set (the stream of ``seed``), until ``fe`` forward-pass equivalents are spent or
+    ``stop(accuracy)`` holds. Accuracy on the ``on`` set is measured at 20 evenly and 20
+    geometrically spaced points of the budget (after every step with ``stop``).
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Rows of dicts as a fixed-width text table (floats to 3 decimals, NaN as ``n/a``).
+    Args:
+        model: the classifier ``optimizer`` trains.
+        optimizer: a torch optimizer or a HybridOptimizer of ``model``'s parameters.
+        split: the data.
+        batch_size: samples per step (the whole training set if at least its size).
+        seed: the run's seed.
+        fe: the budget.
+        gradient: whether a HybridOptimizer's direction needs the loss closure.
+        on: the set accuracy is measured on, ``"test"`` or ``"train"``.
+        stop: ends the run early when it holds for the measured accuracy.
 
-    Examples:
-        >>> print(format_table([{"kind": "gaussian", "cosine": 0.25}, {"kind": "cauchy", "cosine": float("nan")}]))
-        kind      cosine
-        --------  ------
-        gaussian   0.250
-        cauchy       n/a
+    Raises:
+        ValueError: ``on`` is neither ``"test"`` nor ``"train"``.
     """
-    columns = list(rows[0])
-    cells = [[_cell(row[c]) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    numeric = [all(isinstance(row[c], (int, float)) for row in rows) for c in columns]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
-
-    return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+    on = validate.choice("on", on, ("test", "train"))
+    x, y = (split.test_x, split.test_y) if on == "test" else (split.train_x, split.train_y)
+    batches = harness.Minibatches(split.train_x, split.train_y, batch_size, seed)
+    step = harness.optimizer_step(optimizer, model, F.cross_entropy, batches, gradient=gradient)
+    recorder = harness.Recorder(lambda: harness.accuracy(model, x, y), harness.Budget(fe=fe, points=20), stop=stop)
+    return harness.train(step, recorder)
 
 
 def _plot(panels: list[Panel], title: str, path: pathlib.Path) -> None:
@@ -158,15 +174,14 @@ def run(
 ) -> Outcome:
     """Run experiment ``name``: measure, print the table and verdict, write JSON, table and PNG.
 
-    Uses one torch thread (the experiments are sized for 2 shared CPU cores) and flushes denormal
-    floats (over-fitted networks otherwise slow down several-fold); both are process settings, not
-    random state.
+    Uses one torch thread (the experiments are sized for 2 shared CPU cores) with denormal floats
+    flushed (:func:`evograd.harness.torch_threads`).
 
     Args:
         name: a key of :data:`EXPERIMENTS`.
         quick: the tiny configuration (under a minute; for tests and smoke runs).
         seeds: how many seeds (0, 1, ...); default the experiment's own.
-        out: the output directory (must exist).
+        out: the output directory (created when the results are written, after measuring).
         progress: ``progress(fraction, status)``, called as work completes.
         command: the command line that produced the run, recorded in the JSON.
         device: where models and data live (``"cpu"`` or ``"cuda"``); recorded in the config.
@@ -183,15 +198,15 @@ def run(
     n_seeds = config["seeds"] if seeds is None else seeds
     if n_seeds < 1:
         raise ValueError(f"seeds={n_seeds} is out of range; allowed 1 or more")
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
+    harness.torch_threads(1)
     start = time.perf_counter()
     measured = experiment.measure(config, list(range(n_seeds)), progress or (lambda fraction, status: None))
     seconds = time.perf_counter() - start
     numbers = json.loads(json.dumps(measured))  # the verdict reads exactly what the JSON holds
     holds, line = experiment.verdict(numbers)
-    table = format_table(experiment.table(numbers))
+    table = harness.format_table(experiment.table(numbers))
     out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.json", out / f"{name}.txt", out / f"{name}.png"]
     record = {
         "experiment": name,

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from evograd import feedback, tasks
+from evograd import feedback, harness, tasks
 from evograd.experiments import Experiment, Panel, Progress, mean
-from evograd.experiments._common import accuracy, minibatches
+from evograd.harness import Minibatches, accuracy
 
 RULES = ("bp", "fa", "dfa", "sign", "noise")
 
@@ -59,15 +59,13 @@ def train_rule(split: tasks.Split, rule: str, depth: int, config: dict, seed: in
     net = base if rule == "bp" else feedback.convert(base, mode=rule, seed=seed)
     adam = torch.optim.Adam(net.parameters(), lr=config["lr"])
     probe = (split.train_x[:256], split.train_y[:256])
-    draw = minibatches(split.train_x, split.train_y, config["batch"], seed)
+    batches = Minibatches(split.train_x, split.train_y, config["batch"], seed)
+    step = harness.optimizer_step(adam, net, F.cross_entropy, batches)
     steps_per_epoch = len(split.train_x) // config["batch"]
     epochs, angles = [0], [_angles(net, rule, probe)]
     for epoch in range(1, config["epochs"] + 1):
         for _ in range(steps_per_epoch):
-            x, y = draw()
-            adam.zero_grad()
-            F.cross_entropy(net(x), y).backward()
-            adam.step()
+            step()
         if epoch % config["every"] == 0 or epoch == config["epochs"]:
             epochs.append(epoch)
             angles.append(_angles(net, rule, probe))

@@ -26,8 +26,8 @@ from torch.nn import functional as F
 from evograd import directions as D
 from evograd import tasks
 from evograd.evaluate import VmapEvaluator
-from evograd.experiments import Experiment, Panel, Progress, mean
-from evograd.experiments._common import accuracy, evolution, minibatches, train, unit
+from evograd.experiments import Experiment, Panel, Progress, mean, train_classifier
+from evograd.harness import evolution, unit
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
 from evograd.strategies import RollingImprovement
@@ -84,26 +84,21 @@ def measure(config: dict, seeds: list[int], progress: Progress) -> dict[str, Any
     for arm in ARMS:
         for seed in seeds:
             model = tasks.mlp((64, *(config["width"],) * (config["depth"] - 1), 10), seed=seed).to(config["device"])
-            optimizer, uses_gradient = _optimizer(arm, model, config, seed)
-            run = train(
-                model,
-                optimizer,
-                minibatches(split.train_x, split.train_y, config["batch"], seed),
-                fe_cap=config["fe"],
-                uses_gradient=uses_gradient,
-                metric=lambda: accuracy(model, split.test_x, split.test_y),
+            optimizer, gradient = _optimizer(arm, model, config, seed)
+            run = train_classifier(
+                model, optimizer, split, batch_size=config["batch"], seed=seed, fe=config["fe"], gradient=gradient
             )
             runs.append(
                 {
                     "arm": arm,
                     "seed": seed,
-                    "test_accuracy": run["metric"],
-                    "fe": run["fe"],
-                    "seconds": run["seconds"],
-                    "curve": run["curve"],
+                    "test_accuracy": run.final,
+                    "fe": run.fe,
+                    "seconds": run.seconds,
+                    "curve": run.curve,
                 }
             )
-            progress(len(runs) / total, f"{arm} seed {seed}: test accuracy {run['metric']:.3f}")
+            progress(len(runs) / total, f"{arm} seed {seed}: test accuracy {run.final:.3f}")
     return {"depth": config["depth"], "fe": config["fe"], "ratio": config["ratio"], "seeds": len(seeds), "runs": runs}
 
 

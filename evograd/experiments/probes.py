@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from evograd import flat, noise, tasks
+from evograd import flat, harness, noise, tasks
 from evograd.evaluate import VmapEvaluator
-from evograd.experiments import Experiment, Panel, Progress, mean
-from evograd.experiments._common import accuracy, evolution, minibatches, train
+from evograd.experiments import Experiment, Panel, Progress, mean, train_classifier
+from evograd.harness import Minibatches, evolution
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
 from evograd.strategies import RollingImprovement
@@ -95,13 +95,11 @@ def _cosine_records(config: dict, seeds: list[int], tick) -> list[dict]:
             for seed in seeds:
                 model = _model(task, split, depth, config["width"], seed)
                 adam = torch.optim.Adam(model.parameters(), lr=config["adam_lr"])
-                draw, done = minibatches(split.train_x, split.train_y, 32, seed), 0
+                batches = Minibatches(split.train_x, split.train_y, 32, seed)
+                step, done = harness.optimizer_step(adam, model, TASK_LOSS[task], batches), 0
                 for point in config["points"]:
                     for _ in range(point - done):  # train on to the next measuring point
-                        xb, yb = draw()
-                        adam.zero_grad()
-                        TASK_LOSS[task](model(xb), yb).backward()
-                        adam.step()
+                        step()
                     done = point
                     dim = flat.layout_of(model).dim
                     for kind in KINDS:
@@ -142,22 +140,18 @@ def _training_records(config: dict, seeds: list[int], tick) -> list[dict]:
                     lr=budget["lr"],
                     evaluator=VmapEvaluator(model, F.cross_entropy),
                 )
-                run = train(
+                run = train_classifier(
                     model,
                     optimizer,
-                    minibatches(split.train_x, split.train_y, budget["batch"], seed),
-                    fe_cap=budget["fe"],
-                    uses_gradient=False,
-                    metric=lambda: accuracy(model, split.train_x, split.train_y),
+                    split,
+                    batch_size=budget["batch"],
+                    seed=seed,
+                    fe=budget["fe"],
+                    gradient=False,
+                    on="train",
                 )
                 records.append(
-                    {
-                        "kind": kind,
-                        "weighting": weighting,
-                        "seed": seed,
-                        "train_accuracy": run["metric"],
-                        "fe": run["fe"],
-                    }
+                    {"kind": kind, "weighting": weighting, "seed": seed, "train_accuracy": run.final, "fe": run.fe}
                 )
                 tick(f"train {kind} {weighting} seed {seed}")
     return records

@@ -25,8 +25,8 @@ from torch.nn import functional as F
 from evograd import directions as D
 from evograd import tasks
 from evograd.evaluate import VmapEvaluator
-from evograd.experiments import Experiment, Panel, Progress, mean
-from evograd.experiments._common import accuracy, evolution, minibatches, train, unit
+from evograd.experiments import Experiment, Panel, Progress, mean, train_classifier
+from evograd.harness import evolution, unit
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
 from evograd.strategies import RollingImprovement
@@ -36,12 +36,10 @@ FACTOR = 5.0  # "a small constant factor": the largest FE ratio the verdict acce
 
 
 def subset(n: int, *, shuffled: bool, seed: int) -> tasks.Split:
-    """The first ``n`` digits training samples, with their labels shuffled by ``seed`` if asked."""
+    """The first ``n`` digits training samples, with their labels shuffled among them by ``seed`` if asked."""
     split = tasks.digits()
-    x, y = split.train_x[:n], split.train_y[:n]
-    if shuffled:
-        y = y[torch.randperm(n, generator=torch.Generator().manual_seed(1_000 + seed))]
-    return dataclasses.replace(split, train_x=x, train_y=y)
+    split = dataclasses.replace(split, train_x=split.train_x[:n], train_y=split.train_y[:n])
+    return tasks.shuffle_labels(split, seed) if shuffled else split
 
 
 def _optimizer(method: str, model: torch.nn.Module, config: dict, seed: int) -> HybridOptimizer:
@@ -77,25 +75,26 @@ def fit(method: str, shuffled: bool, config: dict, seed: int) -> dict[str, Any]:
     """Full-batch training until 100% training accuracy or the method's FE cap."""
     split = subset(config["n_train"], shuffled=shuffled, seed=seed).to(config["device"])
     model = tasks.mlp((64, config["hidden"], 10), seed=seed).to(config["device"])
-    optimizer = _optimizer(method, model, config, seed)
-    run = train(
+    run = train_classifier(
         model,
-        optimizer,
-        minibatches(split.train_x, split.train_y, config["n_train"], seed),
-        fe_cap=config["caps"][method],
-        uses_gradient=method != "evolution",
-        metric=lambda: accuracy(model, split.train_x, split.train_y),
+        _optimizer(method, model, config, seed),
+        split,
+        batch_size=config["n_train"],  # the whole subset every step
+        seed=seed,
+        fe=config["caps"][method],
+        gradient=method != "evolution",
+        on="train",
         stop=lambda acc: acc >= 1.0,
     )
     return {
         "method": method,
         "labels": "shuffled" if shuffled else "true",
         "seed": seed,
-        "reached": run["stopped"],
-        "fe": run["fe"],
-        "seconds": run["seconds"],
-        "train_accuracy": run["metric"],
-        "curve": _thin(run["curve"], 60),
+        "reached": run.stopped,
+        "fe": run.fe,
+        "seconds": run.seconds,
+        "train_accuracy": run.final,
+        "curve": _thin(run.curve, 60),
     }
 
 
