@@ -242,9 +242,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    import evograd
     from evograd import experiments, tasks
 
     parser = _Parser(prog="evograd", description="Train networks by mixing evolution with gradients.")
+    parser.add_argument("--version", action="version", version=f"evograd {evograd.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     cmp = sub.add_parser("compare", help="compare methods against SGD/Adam on one task, same budget")
     cmp.add_argument("--task", default="digits", choices=list(tasks.TASKS))

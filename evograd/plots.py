@@ -31,7 +31,7 @@ def pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise ImportError("plots need matplotlib: pip install 'evograd[plot]'") from err
+        raise ImportError("plots need matplotlib: pip install 'evograd-torch[plot]'") from err
     return plt
 
 

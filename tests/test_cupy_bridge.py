@@ -26,7 +26,7 @@ def fake_cupy(device_count):
 
 def test_without_cupy_the_error_names_the_gpu_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # what an uninstalled module looks like to import
-    with pytest.raises(ImportError, match=r"pip install 'evograd\[gpu\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'evograd-torch\[gpu\]'"):
         CupyEvaluator(lambda x: x.sum(1))
     with pytest.raises(ImportError, match="gpu"):
         cupy_bridge.to_cupy(torch.zeros(2))
