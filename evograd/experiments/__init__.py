@@ -36,8 +36,9 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from evograd import harness, tasks, validate
+from evograd import harness, loggers, tasks, validate
 from evograd.harness import Progress
+from evograd.loggers import Logger
 
 __all__ = ["Experiment", "Panel", "Outcome", "EXPERIMENTS", "run", "train_classifier", "mean"]
 
@@ -61,7 +62,9 @@ class Experiment:
         name: the command-line name.
         claim: the claim, in one sentence.
         configure: ``configure(quick) -> config`` (JSON-ready; sizes, budgets, default seeds).
-        measure: ``measure(config, seeds, progress) -> numbers`` (JSON-ready).
+        measure: ``measure(config, seeds, progress, logger) -> numbers`` (JSON-ready); it streams
+            what it measures to ``logger`` (:class:`evograd.loggers.Logger`) as it goes, each
+            record naming its sub-run in a ``run`` field.
         table: ``table(numbers) -> rows`` (dicts with the same keys, in column order).
         panels: ``panels(numbers) -> [Panel]``.
         verdict: ``verdict(numbers) -> (holds, line)``, a pure function of the numbers.
@@ -70,7 +73,7 @@ class Experiment:
     name: str
     claim: str
     configure: Callable[[bool], dict[str, Any]]
-    measure: Callable[[dict[str, Any], list[int], Progress], dict[str, Any]]
+    measure: Callable[[dict[str, Any], list[int], Progress, Logger], dict[str, Any]]
     table: Callable[[dict[str, Any]], list[dict[str, Any]]]
     panels: Callable[[dict[str, Any]], list[Panel]]
     verdict: Callable[[dict[str, Any]], tuple[bool, str]]
@@ -104,6 +107,8 @@ def train_classifier(
     gradient: bool = True,
     on: str = "test",
     stop: Callable[[float], bool] | None = None,
+    logger: Logger | None = None,
+    run: str = "",
 ) -> harness.Run:
     """Train a classifier through the harness, measuring its accuracy along the way.
 
@@ -122,6 +127,8 @@ def train_classifier(
         gradient: whether a HybridOptimizer's direction needs the loss closure.
         on: the set accuracy is measured on, ``"test"`` or ``"train"``.
         stop: ends the run early when it holds for the measured accuracy.
+        logger: gets every measurement as it is made, tagged ``{"run": run}``.
+        run: the name of this training run in the logged records.
 
     Raises:
         ValueError: ``on`` is neither ``"test"`` nor ``"train"``.
@@ -130,7 +137,14 @@ def train_classifier(
     x, y = (split.test_x, split.test_y) if on == "test" else (split.train_x, split.train_y)
     batches = harness.Minibatches(split.train_x, split.train_y, batch_size, seed)
     step = harness.optimizer_step(optimizer, model, F.cross_entropy, batches, gradient=gradient)
-    recorder = harness.Recorder(lambda: harness.accuracy(model, x, y), harness.Budget(fe=fe, points=20), stop=stop)
+    recorder = harness.Recorder(
+        lambda: harness.accuracy(model, x, y),
+        harness.Budget(fe=fe, points=20),
+        stop=stop,
+        label=f"{on} accuracy",
+        logger=logger,
+        tags={"run": run},
+    )
     return harness.train(step, recorder)
 
 
@@ -171,6 +185,7 @@ def run(
     progress: Progress | None = None,
     command: str = "",
     device: str = "cpu",
+    logger: Logger | None = None,
 ) -> Outcome:
     """Run experiment ``name``: measure, print the table and verdict, write JSON, table and PNG.
 
@@ -185,6 +200,7 @@ def run(
         progress: ``progress(fraction, status)``, called as work completes.
         command: the command line that produced the run, recorded in the JSON.
         device: where models and data live (``"cpu"`` or ``"cuda"``); recorded in the config.
+        logger: gets every measurement as the experiment makes it (default: none kept).
 
     Raises:
         ValueError: an unknown experiment, a seed count below 1, or a device torch cannot use.
@@ -200,7 +216,9 @@ def run(
         raise ValueError(f"seeds={n_seeds} is out of range; allowed 1 or more")
     harness.torch_threads(1)
     start = time.perf_counter()
-    measured = experiment.measure(config, list(range(n_seeds)), progress or (lambda fraction, status: None))
+    measured = experiment.measure(
+        config, list(range(n_seeds)), progress or (lambda fraction, status: None), logger or loggers.Fanout()
+    )
     seconds = time.perf_counter() - start
     numbers = json.loads(json.dumps(measured))  # the verdict reads exactly what the JSON holds
     holds, line = experiment.verdict(numbers)
