@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -149,18 +150,23 @@ def train_classifier(
 
 
 def _plot(panels: list[Panel], title: str, path: pathlib.Path) -> None:
-    """A PNG with one subplot per panel, side by side.
+    """A PNG with one subplot per panel, side by side, each with its legend below it, outside the data.
+
+    Lines get distinct colours, dashes and markers (:func:`evograd.plots.style`), so a line drawn
+    exactly under another (two rules with the same angles) still shows; ``title`` may hold several
+    lines (the claim and the verdict).
 
     Raises:
         ImportError: matplotlib is missing (install the ``plot`` extra).
     """
-    from evograd.plots import pyplot
+    from evograd.plots import pyplot, style
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    rows = title.count("\n") + 1
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.6 + 0.2 * rows), squeeze=False)
     for ax, panel in zip(axes[0], panels):
-        for label, (xs, ys) in panel.lines.items():
-            ax.plot(xs, ys, marker="o", markersize=3, label=label)
+        for index, (label, (xs, ys)) in enumerate(panel.lines.items()):
+            ax.plot(xs, ys, label=label, **style(index))
         if panel.logx:
             ax.set_xscale("log", base=2)
         else:
@@ -169,11 +175,22 @@ def _plot(panels: list[Panel], title: str, path: pathlib.Path) -> None:
         ax.set_xlabel(panel.xlabel)
         ax.set_ylabel(panel.ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=7)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=min(3, len(panel.lines)), fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _title(name: str, claim: str, verdict: str, width: int) -> str:
+    """The plot's title: the experiment and its claim, then the verdict, wrapped to ``width`` characters.
+
+    Examples:
+        >>> print(_title("layers", "Bottom layers matter.", "claim holds: 0.91 vs 0.88", 40))
+        layers: Bottom layers matter.
+        claim holds: 0.91 vs 0.88
+    """
+    return "\n".join(textwrap.wrap(f"{name}: {claim}", width) + textwrap.wrap(verdict, width))
 
 
 def run(
@@ -239,7 +256,8 @@ def run(
     }
     paths[0].write_text(json.dumps(record, indent=1) + "\n")
     paths[1].write_text(f"{table}\n\n{line}\n")
-    _plot(experiment.panels(numbers), f"{name}: {experiment.claim}", paths[2])
+    panels = experiment.panels(numbers)
+    _plot(panels, _title(name, experiment.claim, line, 34 * len(panels)), paths[2])
     print(f"{experiment.claim}\n\n{table}\n\n{line}")
     return Outcome(name, holds, line, table, seconds, paths)
 
