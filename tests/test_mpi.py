@@ -95,7 +95,7 @@ def test_split_refuses_bad_arguments(kwargs, name):
 def test_missing_mpi_names_the_extra(monkeypatch):
     sphere = FunctionEvaluator(lambda x: (x**2).sum(1))
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # not installed: ImportError
-    with pytest.raises(ImportError, match=r"evograd\[mpi\]"):
+    with pytest.raises(ImportError, match=r"evograd-torch\[mpi\]"):
         MPIEvaluator(sphere)
     no_library = types.ModuleType("mpi4py")  # installed, but no MPI library to load: RuntimeError
 
@@ -104,7 +104,7 @@ def test_missing_mpi_names_the_extra(monkeypatch):
 
     no_library.__getattr__ = fail
     monkeypatch.setitem(sys.modules, "mpi4py", no_library)
-    with pytest.raises(ImportError, match=r"evograd\[mpi\].*cannot load MPI library"):
+    with pytest.raises(ImportError, match=r"evograd-torch\[mpi\].*cannot load MPI library"):
         MPIEvaluator(sphere)
 
 
