@@ -1,7 +1,7 @@
 """evograd: train neural networks by mixing evolution with gradients.
 
 The public API, re-exported here (importing evograd has no side effects and needs only torch,
-numpy and deap; optional extras are imported where they are used).
+numpy, deap and rich; optional extras are imported where they are used).
 """
 
 from evograd import (
@@ -14,9 +14,13 @@ from evograd import (
     feedback,
     flat,
     harness,
+    loggers,
     mpi,
     noise,
+    progress,
     protocols,
+    runstore,
+    schema,
     shaping,
     strategies,
     tasks,
@@ -74,9 +78,13 @@ __all__ = [
     "feedback",
     "flat",
     "harness",
+    "loggers",
     "mpi",
     "noise",
+    "progress",
     "protocols",
+    "runstore",
+    "schema",
     "shaping",
     "strategies",
     "tasks",

@@ -87,7 +87,7 @@ def _mpi() -> Any:
         from mpi4py import MPI
     except (ImportError, RuntimeError) as err:  # RuntimeError: mpi4py found, no MPI library to load
         raise ImportError(
-            "evograd.mpi needs mpi4py and an MPI library: pip install 'evograd[mpi]' "
+            "evograd.mpi needs mpi4py and an MPI library: pip install 'evograd-torch[mpi]' "
             "(on a cluster, pip install mpi4py against the system MPI instead; see "
             f"mpi/README.rst). Import failed with: {err}"
         ) from err

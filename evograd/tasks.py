@@ -139,7 +139,7 @@ def digits(*, test_fraction: float = 0.2, seed: int = 0, dtype: torch.dtype = to
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:
-        raise ImportError("the digits tasks need scikit-learn: pip install 'evograd[data]'") from err
+        raise ImportError("the digits tasks need scikit-learn: pip install 'evograd-torch[data]'") from err
     data = load_digits()
     return _split(
         torch.as_tensor(data.data), torch.as_tensor(data.target, dtype=torch.int64), test_fraction, seed, dtype
@@ -281,7 +281,7 @@ def _gymnasium():
     try:
         import gymnasium
     except ImportError as err:
-        raise ImportError("the RL tasks need gymnasium: pip install 'evograd[rl]'") from err
+        raise ImportError("the RL tasks need gymnasium: pip install 'evograd-torch[rl]'") from err
     return gymnasium
 
 

@@ -6,8 +6,10 @@ instead of the suite). The other tests need neither MPI nor mpi4py.
 """
 
 import contextlib
+import csv
 import dataclasses
 import importlib.util
+import json
 import os
 import pathlib
 import shutil
@@ -93,7 +95,7 @@ def test_split_refuses_bad_arguments(kwargs, name):
 def test_missing_mpi_names_the_extra(monkeypatch):
     sphere = FunctionEvaluator(lambda x: (x**2).sum(1))
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # not installed: ImportError
-    with pytest.raises(ImportError, match=r"evograd\[mpi\]"):
+    with pytest.raises(ImportError, match=r"evograd-torch\[mpi\]"):
         MPIEvaluator(sphere)
     no_library = types.ModuleType("mpi4py")  # installed, but no MPI library to load: RuntimeError
 
@@ -102,7 +104,7 @@ def test_missing_mpi_names_the_extra(monkeypatch):
 
     no_library.__getattr__ = fail
     monkeypatch.setitem(sys.modules, "mpi4py", no_library)
-    with pytest.raises(ImportError, match=r"evograd\[mpi\].*cannot load MPI library"):
+    with pytest.raises(ImportError, match=r"evograd-torch\[mpi\].*cannot load MPI library"):
         MPIEvaluator(sphere)
 
 
@@ -271,3 +273,18 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result_and_truncation_is_refu
     code, out = mpirun(1, TRAIN, *TRAIN_ARGS, "--generations", target + 10, "--checkpoint-dir", broken, "--resume")
     assert code != 0
     assert f"{newest} cannot be read: it is truncated" in out, out
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_train_streams_its_progress_to_loggers_from_rank_0_only(tmp_path):
+    code, out = mpirun(
+        2, TRAIN, *TRAIN_ARGS, "--generations", 20, "--log-every", 5, "--log", "csv", "jsonl", "--log-dir", tmp_path
+    )
+    assert code == 0, out
+    with open(tmp_path / "log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    printed = [line.split()[1] for line in out.splitlines() if line.startswith("generation")]
+    assert [row["generation"] for row in rows] == printed == ["5", "10", "15", "20"], "one row per line, not per rank"
+    jsonl = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["fe"] for r in jsonl] == [int(row["fe"]) for row in rows] and jsonl[-1]["fe"] > jsonl[0]["fe"]
