@@ -29,12 +29,12 @@ from torch import nn
 
 from evograd import directions as D
 from evograd import feedback, flat, harness
-from evograd.evaluate import SerialEvaluator, VmapEvaluator
+from evograd.evaluate import VmapEvaluator
 from evograd.harness import Budget
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
 from evograd.strategies import OpenES, RollingImprovement, ScaleFreeEvolution
-from evograd.tasks import Task
+from evograd.tasks import EpisodeEvaluator, Task, is_episodic
 
 __all__ = [
     "Budget",
@@ -101,32 +101,35 @@ def _mutation(s: dict) -> Mutation:
 
 
 def _evolve(make_strategy: Callable[[dict], Any]) -> Method:
-    """One ask/tell generation per step: minibatch fitness on supervised tasks, episodes on episodic ones."""
+    """One ask/tell generation per step: minibatch fitness on supervised tasks, episodes on episodic ones.
+
+    On an episodic task the members' episodes run in lockstep (:class:`~evograd.tasks.rl.EpisodeEvaluator`
+    with the settings ``episodes``, ``share`` and ``obs_norm``) and the cost is the environment steps
+    of every training episode; the test episodes of the metric are not charged.
+    """
 
     def build(task: Task, s: dict, model: nn.Module) -> harness.Step:
         strategy = make_strategy(s)
         if task.episodic:
-            steps = [0]  # environment steps, 1 FE each
-
-            def fitness(module: nn.Module) -> float:
-                value, n = task.episode_fitness(module)
-                steps[0] += n
-                return value
-
-            evaluator = SerialEvaluator(model, fitness=fitness)
-            spent = lambda: steps[0]  # noqa: E731
+            evaluator = EpisodeEvaluator(
+                model,
+                task.environment,
+                seed=s["seed"],
+                episodes=s["episodes"],
+                share=s["share"],
+                obs_norm=s["obs_norm"],
+            )
         else:
             evaluator = VmapEvaluator(model, task.loss_fn, _batches(task, s))
-            spent = lambda: evaluator.forward_passes  # noqa: E731
         state = strategy.init(flat.flatten(model), seed=s["seed"])
 
         def step() -> int:
             nonlocal state
-            before = spent()
+            before = evaluator.forward_passes
             seeds = strategy.ask(state)
             state, _ = strategy.tell(state, seeds, evaluator(state.center, seeds, state.mutation))
             flat.assign(model, state.center)
-            return spent() - before
+            return evaluator.forward_passes - before
 
         return step
 
@@ -216,6 +219,9 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 128,
     },
 }
+# What every evolution method has on an episodic task (see evograd.tasks.rl): episodes per member,
+# who shares start states (each antithetic pair, or everyone), observation normalization.
+_EPISODIC_DEFAULTS: dict[str, Any] = {"episodes": 3, "share": "pair", "obs_norm": False}
 _TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "cartpole": {
         "evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16},
@@ -223,6 +229,11 @@ _TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "openes": {"sigma": 0.1, "lr": 0.05, "size": 16},
     },
     "pendulum": {
+        "evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16},
+        "rolling": {"sigma": 0.1, "lr": 0.3, "lr_decay": 1.0, "size": 16},
+        "openes": {"sigma": 0.1, "lr": 0.05, "size": 16},
+    },
+    "episodic": {  # any other episodic task (gym:ENV_ID)
         "evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16},
         "rolling": {"sigma": 0.1, "lr": 0.3, "lr_decay": 1.0, "size": 16},
         "openes": {"sigma": 0.1, "lr": 0.05, "size": 16},
@@ -239,7 +250,9 @@ def settings_for(method: str, task: str, overrides: dict[str, Any] | None = None
     """
     if method not in METHODS:
         raise ValueError(f"method {method!r} is unknown; allowed {', '.join(METHODS)}")
-    settings = {**_DEFAULTS[method], **_TASK_DEFAULTS.get(task, {}).get(method, {})}
+    episodic = is_episodic(task) and METHODS[method][0] == "evolution"
+    task_defaults = _TASK_DEFAULTS.get(task, _TASK_DEFAULTS["episodic"] if is_episodic(task) else {})
+    settings = {**_DEFAULTS[method], **(_EPISODIC_DEFAULTS if episodic else {}), **task_defaults.get(method, {})}
     for key, value in (overrides or {}).items():
         if key not in settings and key not in ("alpha", "clip", "antithetic"):
             raise ValueError(f"{method} has no setting {key!r}; it has {', '.join(sorted(settings))}")
