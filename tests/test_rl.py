@@ -363,3 +363,15 @@ def test_openes_with_observation_normalization_solves_cartpole():
         task, "openes", 0, compare.Budget(fe=60_000, points=10), overrides={"episodes": 1, "obs_norm": True}
     )
     assert max(value for *_, value in result.curve) >= 475
+
+
+@pytest.mark.cuda
+def test_a_policy_on_the_gpu_is_scored_and_normalized_like_on_the_host():
+    """Members' forward passes on the GPU, environments and statistics on the host."""
+    task = tasks.get("cartpole")
+    model = task.make_model(0).to("cuda")
+    evaluate = rl.EpisodeEvaluator(model, task.environment, seed=0, episodes=2, obs_norm=True)
+    fitness = evaluate(flat.flatten(model), noise.member_seeds(0, 0, 8), noise.Mutation(sigma=0.5))
+    assert fitness.device.type == "cuda" and evaluate.forward_passes == round(-float(fitness.sum()) * 2)
+    assert float(model[0].count) == evaluate.forward_passes and model[0].scale.device.type == "cuda"
+    assert task.metric(model) > 0

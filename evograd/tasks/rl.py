@@ -312,7 +312,7 @@ class ObservationNorm(nn.Module):
         if rows.dim() != 2 or rows.shape[1] != self.width:
             raise ValueError(f"rows must be (n, {self.width}) statistics, got shape {tuple(rows.shape)}")
         dim, count = self.dim, float(self.count)
-        mean, m2 = self.mean.clone(), self.m2.clone()
+        mean, m2 = self.mean.cpu().clone(), self.m2.cpu().clone()  # merged on the host, whatever the policy's device
         for row in rows.to(torch.float64).cpu():
             n = float(row[0])
             if n <= 0 or not bool(torch.isfinite(row).all()):
@@ -672,7 +672,7 @@ class EpisodeEvaluator(ChunkedEvaluator):
 
     def _run(self, starts: np.ndarray, chunked: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the base class's chunk loop with this call's start seeds; its fitness and statistics."""
-        shift = None if self.norm is None else self.norm.mean.clone()
+        shift = None if self.norm is None else self.norm.mean.cpu().clone()  # observations live on the host
         self._call = _Call(starts, shift)
         try:
             fitness = chunked()
