@@ -201,10 +201,14 @@ def test_episode_settings_are_validated_naming_the_field(kwargs, error, message)
         rl.EpisodeEvaluator(task.make_model(0), task.environment, **settings)
 
 
-def test_obs_norm_needs_an_observation_norm_in_the_model():
+def test_a_model_must_fit_its_environment():
     env = rl.environment("CartPole-v1")
     with pytest.raises(ValueError, match="obs_norm=True needs a model holding an ObservationNorm"):
         rl.EpisodeEvaluator(tasks.mlp((4, 8, 2)), env, seed=0, obs_norm=True)
+    with pytest.raises(ValueError, match=r"to \(1, 3\); its policy must output \(1, 2\)"):
+        rl.EpisodeEvaluator(tasks.mlp((4, 8, 3)), env, seed=0)
+    with pytest.raises(ValueError, match=r"to an error \(mat1 and mat2 shapes cannot be multiplied"):
+        rl.EpisodeEvaluator(tasks.mlp((3, 8, 2)), env, seed=0)
 
 
 # ----------------------------------------------------------------------------------------------

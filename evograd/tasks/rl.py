@@ -535,6 +535,20 @@ def mean_return(env: Environment, model: nn.Module, seeds: Sequence[int] = TEST_
     return float(run.returns.mean())
 
 
+def _check_fits(model: nn.Module, env: Environment, like: torch.Tensor) -> None:
+    """Raise a ValueError unless ``model`` maps (1, observations) inputs to (1, actions) outputs."""
+    try:
+        with torch.no_grad():
+            shape = tuple(model(torch.zeros(1, env.observations, dtype=like.dtype, device=like.device)).shape)
+    except RuntimeError as err:
+        shape = f"an error ({' '.join(str(err).split())})"
+    if shape != (1, env.actions):
+        raise ValueError(
+            f"the model maps a (1, {env.observations}) observation of {env.env_id} to {shape}; "
+            f"its policy must output (1, {env.actions})"
+        )
+
+
 def _observation_norm(model: nn.Module) -> ObservationNorm | None:
     return next((m for m in model.modules() if isinstance(m, ObservationNorm)), None)
 
@@ -612,8 +626,9 @@ class EpisodeEvaluator(ChunkedEvaluator):
         fast: bool = True,
     ) -> None:
         layout = flat.layout_of(model)
+        trainable = next(p for p in model.parameters() if p.requires_grad)
+        _check_fits(model, env, trainable)
         if chunk_size is None:
-            trainable = next(p for p in model.parameters() if p.requires_grad)
             chunk_size = min(1024, noise.chunk_rows(layout.dim, trainable.dtype, nbytes=64 << 20))
         super().__init__(chunk_size=chunk_size, layout=layout)
         self.model, self.env = model, env
