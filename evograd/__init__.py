@@ -29,7 +29,7 @@ from evograd import (
 )
 from evograd.cupy_bridge import CupyEvaluator
 from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
-from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator
+from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator, ShardedUpdate
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
 from evograd.protocols import (
@@ -40,6 +40,7 @@ from evograd.protocols import (
     StatisticsEvaluator,
     Strategy,
     VectorEvaluator,
+    WeightedSum,
 )
 from evograd.strategies import (
     ESState,
@@ -75,12 +76,14 @@ __all__ = [
     "RollingState",
     "ScaleFreeEvolution",
     "SerialEvaluator",
+    "ShardedUpdate",
     "State",
     "StatisticsEvaluator",
     "Strategy",
     "StrategyState",
     "VectorEvaluator",
     "VmapEvaluator",
+    "WeightedSum",
     "checkpoint",
     "context",
     "cupy_bridge",
