@@ -240,6 +240,33 @@ def test_a_sharded_update_equals_the_whole_row_update_bit_for_bit_on_1_2_and_3_r
 
 @pytest.mark.mpi
 @needs_mpi
+def test_train_with_a_sharded_update_ends_with_the_state_of_the_unsharded_run():
+    """``mpi/train.py --shard-update`` on 3 ranks: the same final state digest as 1 rank without it."""
+    digests = []
+    for ranks, flags in ((1, ()), (3, ("--shard-update",))):
+        code, out = mpirun(
+            ranks,
+            TRAIN,
+            "--strategy",
+            "rolling",
+            "--population",
+            16,
+            "--chunk-size",
+            4,
+            "--generations",
+            15,
+            "--log-every",
+            100,
+            *flags,
+            timeout=120,
+        )
+        assert code == 0, out
+        digests.append(out.split("state digest ")[-1].split(")")[0])
+    assert digests[0] == digests[1], digests
+
+
+@pytest.mark.mpi
+@needs_mpi
 def test_an_exception_on_one_rank_aborts_the_job():
     start = time.perf_counter()
     code, out = mpirun(2, SCRIPTS / "fail_rank1.py", timeout=30)
