@@ -32,7 +32,15 @@ from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, SerialEvaluato
 from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
-from evograd.protocols import Evaluator, GradientEstimator, ModelEvaluator, State, Strategy, VectorEvaluator
+from evograd.protocols import (
+    Evaluator,
+    GradientEstimator,
+    ModelEvaluator,
+    State,
+    StatisticsEvaluator,
+    Strategy,
+    VectorEvaluator,
+)
 from evograd.strategies import (
     ESState,
     EvolutionState,
@@ -42,6 +50,7 @@ from evograd.strategies import (
     ScaleFreeEvolution,
     StrategyState,
 )
+from evograd.tasks import EpisodeEvaluator, ObservationNorm
 
 __version__ = "0.1.0"
 
@@ -49,6 +58,7 @@ __all__ = [
     "ChunkedEvaluator",
     "CupyEvaluator",
     "ESState",
+    "EpisodeEvaluator",
     "Evaluator",
     "EvolutionState",
     "FunctionEvaluator",
@@ -59,12 +69,14 @@ __all__ = [
     "MPIVectorEvaluator",
     "ModelEvaluator",
     "Mutation",
+    "ObservationNorm",
     "OpenES",
     "RollingImprovement",
     "RollingState",
     "ScaleFreeEvolution",
     "SerialEvaluator",
     "State",
+    "StatisticsEvaluator",
     "Strategy",
     "StrategyState",
     "VectorEvaluator",

@@ -457,7 +457,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"evograd {evograd.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     cmp = sub.add_parser("compare", help="compare methods against SGD/Adam on one task, same budget")
-    cmp.add_argument("--task", default="digits", choices=list(tasks.TASKS))
+    cmp.add_argument(
+        "--task",
+        default="digits",
+        metavar="TASK",
+        help=f"one of {', '.join(tasks.TASKS)}, or gym:ENV_ID for any gymnasium environment (default digits)",
+    )
     cmp.add_argument("--methods", nargs="+", metavar="METHOD", help="default: every method built in")
     cmp.add_argument("--budget-fe", type=int, help=f"forward-pass equivalents per run (default {DEFAULT_BUDGET_FE:,})")
     cmp.add_argument("--budget-seconds", type=float, help="wall seconds per run, instead of --budget-fe")

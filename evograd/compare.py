@@ -29,7 +29,7 @@ from torch import nn
 
 from evograd import directions as D
 from evograd import feedback, flat, harness, schema
-from evograd.evaluate import SerialEvaluator, VmapEvaluator
+from evograd.evaluate import VmapEvaluator
 from evograd.harness import Budget
 from evograd.loggers import Logger
 from evograd.noise import Mutation
@@ -37,7 +37,7 @@ from evograd.optim import HybridOptimizer
 from evograd.progress import Board
 from evograd.runstore import RunStore
 from evograd.strategies import OpenES, RollingImprovement, ScaleFreeEvolution
-from evograd.tasks import Task
+from evograd.tasks import EpisodeEvaluator, Task, is_episodic
 
 __all__ = [
     "Budget",
@@ -116,32 +116,35 @@ def _mutation(s: dict) -> Mutation:
 
 
 def _evolve(make_strategy: Callable[[dict], Any]) -> Method:
-    """One ask/tell generation per step: minibatch fitness on supervised tasks, episodes on episodic ones."""
+    """One ask/tell generation per step: minibatch fitness on supervised tasks, episodes on episodic ones.
+
+    On an episodic task the members' episodes run in lockstep (:class:`~evograd.tasks.rl.EpisodeEvaluator`
+    with the settings ``episodes``, ``share`` and ``obs_norm``) and the cost is the environment steps
+    of every training episode; the test episodes of the metric are not charged.
+    """
 
     def build(task: Task, s: dict, model: nn.Module) -> harness.Step:
         strategy = make_strategy(s)
         if task.episodic:
-            steps = [0]  # environment steps, 1 FE each
-
-            def fitness(module: nn.Module) -> float:
-                value, n = task.episode_fitness(module)
-                steps[0] += n
-                return value
-
-            evaluator = SerialEvaluator(model, fitness=fitness)
-            spent = lambda: steps[0]  # noqa: E731
+            evaluator = EpisodeEvaluator(
+                model,
+                task.environment,
+                seed=s["seed"],
+                episodes=s["episodes"],
+                share=s["share"],
+                obs_norm=s["obs_norm"],
+            )
         else:
             evaluator = VmapEvaluator(model, task.loss_fn, _batches(task, s))
-            spent = lambda: evaluator.forward_passes  # noqa: E731
         state = strategy.init(flat.flatten(model), seed=s["seed"])
 
         def step() -> int:
             nonlocal state
-            before = spent()
+            before = evaluator.forward_passes
             seeds = strategy.ask(state)
             state, _ = strategy.tell(state, seeds, evaluator(state.center, seeds, state.mutation))
             flat.assign(model, state.center)
-            return spent() - before
+            return evaluator.forward_passes - before
 
         return step
 
@@ -231,6 +234,9 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 128,
     },
 }
+# What every evolution method has on an episodic task (see evograd.tasks.rl): episodes per member,
+# who shares start states (each antithetic pair, or everyone), observation normalization.
+_EPISODIC_DEFAULTS: dict[str, Any] = {"episodes": 3, "share": "pair", "obs_norm": False}
 _TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "cartpole": {
         "evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16},
@@ -238,6 +244,11 @@ _TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "openes": {"sigma": 0.1, "lr": 0.05, "size": 16},
     },
     "pendulum": {
+        "evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16},
+        "rolling": {"sigma": 0.1, "lr": 0.3, "lr_decay": 1.0, "size": 16},
+        "openes": {"sigma": 0.1, "lr": 0.05, "size": 16},
+    },
+    "episodic": {  # any other episodic task (gym:ENV_ID)
         "evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16},
         "rolling": {"sigma": 0.1, "lr": 0.3, "lr_decay": 1.0, "size": 16},
         "openes": {"sigma": 0.1, "lr": 0.05, "size": 16},
@@ -271,6 +282,8 @@ def settings_schema(method: str) -> dict[str, schema.Field]:
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method {method!r} is unknown; allowed {', '.join(METHODS)}")
     examples = [_DEFAULTS[method], *(task[method] for task in _TASK_DEFAULTS.values() if method in task)]
+    if METHODS[method][0] == "evolution":
+        examples.append(_EPISODIC_DEFAULTS)
     keys = dict.fromkeys(key for defaults in examples for key in defaults)
     fields = {key: schema.infer(f"{method}.{key}", [d[key] for d in examples if key in d]) for key in keys}
     if {"kind", "sigma"} <= keys.keys():
@@ -290,8 +303,12 @@ def settings_for(method: str, task: str, overrides: dict[str, Any] | None = None
         ValueError: an unknown method, an override key the method does not have (the message lists
             the keys it has), NaN or infinity.
     """
-    fields = settings_schema(method)
-    settings = {**_DEFAULTS[method], **_TASK_DEFAULTS.get(task, {}).get(method, {})}
+    schema_fields = settings_schema(method)  # refuses an unknown method
+    episodic = is_episodic(task) and METHODS[method][0] == "evolution"
+    task_defaults = _TASK_DEFAULTS.get(task, _TASK_DEFAULTS["episodic"] if is_episodic(task) else {})
+    settings = {**_DEFAULTS[method], **(_EPISODIC_DEFAULTS if episodic else {}), **task_defaults.get(method, {})}
+    # the keys this method has on this task (episodes only on an episodic one), and its mutation's
+    fields = {key: f for key, f in schema_fields.items() if key in settings or key in _MUTATION_SETTINGS}
     settings.update(schema.check(fields, {} if overrides is None else overrides, method))
     return settings
 

@@ -66,7 +66,8 @@ def _main(*args: str) -> int:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--task", "imagenet"], "invalid choice"),
+        (["--task", "imagenet"], "task='imagenet' is unknown"),
+        (["--task", "gym:Nope-v0"], "task='gym:Nope-v0' is unknown"),
         (["--methods", "lbfgs"], "method 'lbfgs' is unknown; allowed sgd"),
         (["--budget-fe", "0"], "budget fe=0"),
         (["--budget-seconds", "-1"], "budget seconds=-1"),
