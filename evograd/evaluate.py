@@ -11,11 +11,10 @@ scored:
   ``vmap``, on the device the center lives on.
 * :class:`FunctionEvaluator`: a function of flat parameter vectors, e.g. a benchmark function.
 
-All of them count what they spent: ``forward_passes`` (samples pushed through the network: the
-forward-pass equivalents, FE, the scoring cost, contract 8) and ``evaluations`` (members scored, a
-count rather than a cost). These are the evaluator's own counters; what a user reads as the cost of
-a run is named ``fe`` (``HybridOptimizer.fe``, :func:`evograd.optimize`'s ``result.fe``), which
-sums them.
+All of them count what they spent in ``fe``: forward-pass equivalents (samples pushed through the
+network, 1 per member for a plain function), the one name of cost in evograd (contract 8): the
+evaluators', :class:`~evograd.HybridOptimizer`'s and :func:`evograd.optimize`'s. ``evaluations``
+counts members scored, a count rather than a cost.
 
 **Train mode.** Models are scored in the mode they are in, and a member's fitness is a function of
 its seed and the batch alone:
@@ -193,7 +192,7 @@ class ChunkedEvaluator:
         self.chunk_size = chunk_size
         self.layout = layout
         self.evaluations = 0
-        self.forward_passes = 0
+        self.fe = 0
 
     def __call__(self, center: torch.Tensor, seeds: torch.Tensor, mutation: noise.Mutation) -> torch.Tensor:
         """Fitness (lower is better, non-finite reported as +inf) of ``center`` perturbed by each seed.
@@ -258,7 +257,7 @@ class ChunkedEvaluator:
     def _finish(self, fitness: torch.Tensor, context: Any) -> torch.Tensor:
         """Count what was spent and rank non-finite fitness worst."""
         self.evaluations += len(fitness)
-        self.forward_passes += len(fitness) * self._samples(context)
+        self.fe += len(fitness) * self._samples(context)
         return finite_or_worst(fitness)
 
     @contextlib.contextmanager

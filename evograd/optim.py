@@ -48,7 +48,7 @@ reads the ``.grad`` the loop computed before ``step()``.
 
 **Cost.** ``optimizer.fe`` accumulates the forward-pass equivalents spent (contract 8; see
 :mod:`evograd.directions` for what each source costs): ``fe`` is the name of cost wherever a user
-reads it (the evaluator's own ``forward_passes`` is what its populations add to it). Over MPI it is
+reads it (an evaluator's ``fe``, by the same name, is what its populations add to it). Over MPI it is
 the algorithmic cost, counted once and the same on every rank: a population's forward passes
 summed over the ranks that share it, a closure call or an SPSA probe that every rank repeats
 charged once.

@@ -90,7 +90,7 @@ def test_cost_counters_and_minibatch_callable():
     evaluate = VmapEvaluator(model, F.cross_entropy, minibatch, chunk_size=4)
     evaluate(flat.flatten(model), noise.member_seeds(0, 0, 9), Mutation())
     assert len(calls) == 1, "one minibatch per call, shared by every chunk"
-    assert evaluate.evaluations == 9 and evaluate.forward_passes == 9 * 16
+    assert evaluate.evaluations == 9 and evaluate.fe == 9 * 16
 
 
 def test_bad_input_is_refused():
@@ -184,7 +184,7 @@ def test_empty_batch_is_refused():
         evaluate = make(model, F.cross_entropy, (x[:0], y[:0]))
         with pytest.raises(ValueError, match="batch is empty"):
             evaluate(flat.flatten(model), noise.member_seeds(0, 0, 2), Mutation())
-        assert evaluate.forward_passes == 0 and evaluate.evaluations == 0
+        assert evaluate.fe == 0 and evaluate.evaluations == 0
 
 
 def test_threads_sharing_a_model_get_the_single_threaded_fitness():
@@ -221,5 +221,5 @@ def test_threads_sharing_a_model_get_the_single_threaded_fitness():
     assert not errors, errors
     for got, want in zip(results, expected):
         assert torch.equal(got, want)
-    assert shared.evaluations == 8 * 5 * 8 and shared.forward_passes == 8 * 5 * 8 * 40
+    assert shared.evaluations == 8 * 5 * 8 and shared.fe == 8 * 5 * 8 * 40
     assert torch.equal(flat.flatten(model), center)

@@ -7,7 +7,7 @@ actions: the arg-max for discrete action spaces, ``tanh`` scaled to the box for 
 every episode of every member of a chunk in lockstep, one batched forward pass over all members
 per environment step, and scores each member by its negated mean return (lower is better,
 docs/design.rst contract 1). Its cost unit is the environment step (contract 8): every step of
-every training episode is counted in ``forward_passes``.
+every training episode is counted in ``fe``.
 
 Three settings make evolution work on episodes (Salimans et al. 2017; Mania et al. 2018):
 
@@ -570,7 +570,7 @@ class EpisodeEvaluator(ChunkedEvaluator):
     Every call draws the next generation's start states (:func:`episode_seeds`), scores the
     population a chunk at a time, every episode of a chunk's members in lockstep (one batched
     forward pass per step, :func:`policy_forward`), and counts every environment step in
-    ``forward_passes`` (docs/design.rst, contract 8). A member whose policy outputs NaN is scored
+    ``fe`` (docs/design.rst, contract 8). A member whose policy outputs NaN is scored
     +inf (contract 6).
 
     With ``obs_norm`` the model's :class:`ObservationNorm` learns from what is evaluated: a call
@@ -607,9 +607,9 @@ class EpisodeEvaluator(ChunkedEvaluator):
         >>> evaluate = EpisodeEvaluator(model, env, seed=0, episodes=2, obs_norm=True)
         >>> seeds = noise.member_seeds(0, 0, 4, antithetic=True)
         >>> fitness = evaluate(flat.flatten(model), seeds, noise.Mutation(sigma=0.1, antithetic=True))
-        >>> fitness.shape, evaluate.forward_passes == -2 * int(fitness.sum())  # CartPole pays 1 per step
+        >>> fitness.shape, evaluate.fe == -2 * int(fitness.sum())  # CartPole pays 1 per step
         (torch.Size([4]), True)
-        >>> int(model[0].count) == evaluate.forward_passes  # every observation acted on, merged
+        >>> int(model[0].count) == evaluate.fe  # every observation acted on, merged
         True
     """
 
@@ -711,5 +711,5 @@ class EpisodeEvaluator(ChunkedEvaluator):
 
     def _finish(self, fitness: torch.Tensor, context: _Call) -> torch.Tensor:
         self.evaluations += len(fitness)
-        self.forward_passes += context.steps
+        self.fe += context.steps
         return finite_or_worst(fitness)
