@@ -386,3 +386,37 @@ def test_spsa_restores_the_parameters_by_copy_whatever_eps():
     z = torch.randn(3, generator=torch.Generator().manual_seed(D.spsa(seed=0).key(Context([w]))))
     subtracted = torch.tensor([1.0, 2.0, 3.0]).add(z, alpha=eps).add(z, alpha=-2 * eps).add(z, alpha=eps)
     assert not torch.equal(subtracted, torch.tensor([1.0, 2.0, 3.0]))  # so the check above can fail
+
+
+def test_batchnorm_in_train_mode_running_stats_follow_the_closure_alone():
+    """Populations and probes score members by their batch statistics; only the closure's forward updates the stats."""
+    with torch.random.fork_rng():  # the layers' initial weights only; the run's random numbers come from its seeds
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.BatchNorm1d(64), torch.nn.Linear(64, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10)
+        ).double()
+    reference = torch.nn.BatchNorm1d(64).double()  # the stats a plain torch loop of the closures would keep
+    direction = D.mix(
+        bp=(1.0, D.backprop()),
+        evo=(1.0, D.improvement(strategy(), seed=0)),
+        fg=(1.0, D.forward_gradient(seed=1)),
+        zo=(1.0, D.spsa(seed=2)),
+    )
+    optimizer = HybridOptimizer(model.parameters(), direction, evaluator=VmapEvaluator(model, F.cross_entropy), lr=0.05)
+    calls = 0
+    for x, y in batches(4):
+
+        def closure(x=x, y=y):
+            nonlocal calls
+            calls += 1
+            reference(x)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        loss = optimizer.step(closure, batch=(x, y))
+        assert torch.isfinite(loss)
+    assert calls >= 4 and int(model[0].num_batches_tracked) == calls
+    torch.testing.assert_close(model[0].running_mean, reference.running_mean, rtol=0, atol=0)
+    torch.testing.assert_close(model[0].running_var, reference.running_var, rtol=0, atol=0)
