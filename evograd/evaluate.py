@@ -34,9 +34,10 @@ its seed and the batch alone:
 **Threads.** A model evaluator swaps the model's parameters during a call (``functional_call``), so
 the evaluators of one model take that model's lock for each call, for each call of the loss
 :meth:`~evograd.protocols.ModelEvaluator.objective` returns, and while they are constructed:
-threads sharing a model wait for one another and get exactly the single-threaded fitness. Other
-threads must not run the model itself while an evaluator scores it. Evaluators without a model take
-a lock of their own, so their counters stay exact. One lock per call, never per member.
+threads sharing a model wait for one another and get exactly the single-threaded fitness. A thread
+that runs the model itself while others may evaluate it holds :func:`model_lock` meanwhile.
+Evaluators without a model take a lock of their own, so their counters stay exact. One lock per
+call, never per member.
 
 Each implements the protocols of :mod:`evograd.protocols` it can (docs/design.rst, contract 9): all
 are an :class:`~evograd.protocols.Evaluator`; ``SerialEvaluator`` and ``VmapEvaluator`` are a
@@ -60,6 +61,7 @@ from evograd import flat, noise, validate
 from evograd.shaping import finite_or_worst
 
 __all__ = [
+    "model_lock",
     "ChunkedEvaluator",
     "SerialEvaluator",
     "VmapEvaluator",
@@ -103,10 +105,20 @@ _LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDiction
 _LOCKS_GUARD = threading.Lock()
 
 
-def _lock_of(owner: Any) -> threading.RLock:
-    """The lock of ``owner`` (a model, or an evaluator without one), made on first use.
+def model_lock(owner: Any) -> threading.RLock:
+    """The lock evaluators of ``owner`` (a model, or an evaluator without one) hold for each call.
 
-    Kept in a registry, not on the evaluator, so evaluators still copy and pickle like plain objects.
+    A model evaluator swaps the model's parameters while it scores (``functional_call``); hold
+    this lock to run the model yourself while other threads may be evaluating it. Made on first
+    use and kept in a registry, not on the evaluator, so evaluators still copy and pickle like
+    plain objects. Reentrant.
+
+    Examples:
+        >>> model = nn.Linear(2, 1)
+        >>> with model_lock(model):  # no evaluator of model scores in another thread meanwhile
+        ...     y = model(torch.zeros(1, 2))
+        >>> model_lock(model) is model_lock(model)
+        True
     """
     with _LOCKS_GUARD:
         lock = _LOCKS.get(owner)
@@ -260,10 +272,14 @@ class ChunkedEvaluator:
         self.fe += len(fitness) * self._samples(context)
         return finite_or_worst(fitness)
 
+    def _lock(self) -> threading.RLock:
+        """The lock a call holds: this evaluator's own; an evaluator of a model returns the model's."""
+        return model_lock(self)
+
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
-        """Held for a whole call: this evaluator's lock (a model evaluator's is its model's)."""
-        with _lock_of(self):
+        """Held for a whole call: :meth:`_lock`, and what a subclass adds."""
+        with self._lock():
             yield
 
     def _begin(self) -> Any:
@@ -298,6 +314,9 @@ class _ModelEvaluator(ChunkedEvaluator):
         if random and self.dropout == "refuse":  # refused now, and again at a call if the model changed since
             raise _random_forward_error(type(self).__name__, [name for name, _ in random])
 
+    def _lock(self) -> threading.RLock:
+        return model_lock(self.model)
+
     def set_batch(self, batch: BatchSource) -> None:
         """Score the next calls on ``batch`` (a tuple ``(inputs, targets)`` or a callable returning one)."""
         self.batch = batch
@@ -305,7 +324,7 @@ class _ModelEvaluator(ChunkedEvaluator):
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
         """The model's lock for the call, and dropout refused or switched off for it (see the module docstring)."""
-        with _lock_of(self.model):
+        with self._lock():
             random = _random_layers(self.model)
             if random and self.dropout == "refuse":
                 raise _random_forward_error(type(self).__name__, [name for name, _ in random])
@@ -416,7 +435,7 @@ class SerialEvaluator(_ModelEvaluator):
     ) -> None:
         if (fitness is None) == (loss_fn is None):
             raise ValueError("pass exactly one of loss_fn (with batch) or fitness")
-        with _lock_of(model):  # another thread's call swaps the model's parameters out
+        with model_lock(model):  # another thread's call swaps the model's parameters out
             super().__init__(model, loss_fn, batch, chunk_size=chunk_size, dropout=dropout)
             self.fitness = fitness
             self._work = copy.deepcopy(model) if fitness is not None else None
@@ -485,7 +504,7 @@ class VmapEvaluator(_ModelEvaluator):
         chunk_size: int | None = None,
         dropout: str = "refuse",
     ) -> None:
-        with _lock_of(model):  # another thread's call swaps the model's parameters out
+        with model_lock(model):  # another thread's call swaps the model's parameters out
             if chunk_size is None:
                 layout = flat.layout_of(model)
                 trainable = next(p for p in model.parameters() if p.requires_grad)

@@ -379,3 +379,37 @@ def test_a_policy_on_the_gpu_is_scored_and_normalized_like_on_the_host():
     assert fitness.device.type == "cuda" and evaluate.fe == round(-float(fitness.sum()) * 2)
     assert float(model[0].count) == evaluate.fe and model[0].scale.device.type == "cuda"
     assert task.metric(model) > 0
+
+
+def test_threads_sharing_an_episode_evaluator_each_get_one_whole_generation():
+    import threading
+
+    task = tasks.get("cartpole")
+    model = task.make_model(0)
+    center, seeds = flat.flatten(model), noise.member_seeds(0, 0, 6, antithetic=True)
+    mutation = noise.Mutation(sigma=0.5, antithetic=True)
+    single = rl.EpisodeEvaluator(model, task.environment, seed=4, episodes=2, chunk_size=2)
+    reference = [single(center, seeds, mutation) for _ in range(8)]  # generations 0..7 in turn
+    shared = rl.EpisodeEvaluator(model, task.environment, seed=4, episodes=2, chunk_size=2)
+    results, errors, start = [], [], threading.Barrier(4)
+
+    def work():
+        try:
+            start.wait()
+            for _ in range(2):
+                results.append(shared(center, seeds, mutation))
+        except Exception as err:  # reported by the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    # every call drew its own generation's start states, whole: the results are the reference's, in some order
+    unmatched = list(reference)
+    for got in results:
+        match = next(i for i, want in enumerate(unmatched) if torch.equal(got, want))
+        unmatched.pop(match)
+    assert not unmatched and shared.generation == 8 and shared.fe == single.fe
