@@ -223,3 +223,17 @@ def test_threads_sharing_a_model_get_the_single_threaded_fitness():
         assert torch.equal(got, want)
     assert shared.evaluations == 8 * 5 * 8 and shared.fe == 8 * 5 * 8 * 40
     assert torch.equal(flat.flatten(model), center)
+
+
+def test_any_other_random_forward_is_refused_by_the_vmap_evaluator_with_what_to_do():
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(6, 3).double()
+
+        def forward(self, x):
+            return self.linear(x) + torch.rand_like(x[:, :3])  # global generator: no seed reproduces it
+
+    model, batch = Noisy(), _setup()[1]
+    with pytest.raises(ValueError, match=r"draws random numbers in its forward pass.*model\.eval\(\)"):
+        VmapEvaluator(model, F.cross_entropy, batch)(flat.flatten(model), noise.member_seeds(0, 0, 2), Mutation())
