@@ -26,10 +26,13 @@ its seed and the batch alone:
   ``eval()`` mode they use the running statistics.
 * Dropout in ``train()`` mode (``nn.Dropout*``, ``nn.AlphaDropout``, ``nn.MultiheadAttention`` with
   ``dropout > 0``) would draw from torch's global generator, so members' fitness would be noise that
-  no seed reproduces: it is refused at the first call with a message, unless the evaluator was made
-  with ``dropout="off"``, which scores members with those layers switched to eval mode during the
-  call (the model keeps training with dropout in the closure). Any other random operation in the
-  forward is refused by ``vmap`` and reported the same way.
+  no seed reproduces: it is refused, with what to do, when the evaluator is made and at every call
+  (the mode may change in between), unless the evaluator was made with ``dropout="off"``, which
+  scores members with those layers switched to eval mode during the call (the model keeps training
+  with dropout in the closure). Any other random operation in the forward is refused by ``vmap``
+  and reported the same way.
+
+An empty batch (0 samples) is refused: no fitness can be measured on it.
 
 **Threads.** A model evaluator swaps the model's parameters during a call (``functional_call``), so
 the evaluators of one model take that model's lock for each call, for each call of the loss
