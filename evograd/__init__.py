@@ -14,6 +14,7 @@ from evograd import (
     feedback,
     flat,
     harness,
+    lowrank,
     mpi,
     noise,
     protocols,
@@ -24,7 +25,7 @@ from evograd import (
     validate,
 )
 from evograd.cupy_bridge import CupyEvaluator
-from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
+from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, LowRankEvaluator, SerialEvaluator, VmapEvaluator
 from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
@@ -50,6 +51,7 @@ __all__ = [
     "FunctionEvaluator",
     "GradientEstimator",
     "HybridOptimizer",
+    "LowRankEvaluator",
     "MPIEvaluator",
     "MPIModelEvaluator",
     "MPIVectorEvaluator",
@@ -74,6 +76,7 @@ __all__ = [
     "feedback",
     "flat",
     "harness",
+    "lowrank",
     "mpi",
     "noise",
     "protocols",
