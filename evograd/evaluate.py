@@ -267,7 +267,7 @@ class SerialEvaluator(_ModelEvaluator):
         >>> model = torch.nn.Linear(2, 1)
         >>> batch = (torch.ones(4, 2), torch.zeros(4, 1))
         >>> ev = SerialEvaluator(model, torch.nn.functional.mse_loss, batch)
-        >>> from evograd import flat, lowrank, noise
+        >>> from evograd import flat, noise
         >>> ev(flat.flatten(model), noise.member_seeds(0, 0, 3), noise.Mutation()).shape
         torch.Size([3])
     """
@@ -324,7 +324,7 @@ class VmapEvaluator(_ModelEvaluator):
         >>> model = torch.nn.Linear(2, 1)
         >>> batch = (torch.ones(4, 2), torch.zeros(4, 1))
         >>> ev = VmapEvaluator(model, torch.nn.functional.mse_loss, batch)
-        >>> from evograd import flat, lowrank, noise
+        >>> from evograd import flat, noise
         >>> ev(flat.flatten(model), noise.member_seeds(0, 0, 3), noise.Mutation()).shape
         torch.Size([3])
     """
@@ -384,7 +384,7 @@ class LowRankEvaluator(VmapEvaluator):
 
     Examples:
         >>> import torch
-        >>> from evograd import flat, lowrank, noise
+        >>> from evograd import flat, noise
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
         >>> batch = (torch.ones(2, 4), torch.zeros(2, 1))
         >>> mutation = noise.Mutation(sigma=0.1, rank=1).resolve(model)

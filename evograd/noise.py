@@ -15,6 +15,11 @@ sequence), a row costs a memory copy instead of a random number generator, and t
 scales, sparse masks, clipping and radial magnitudes are applied on top. The table is the same on
 every rank and every run: it is a fixed codebook, not a source of run-to-run randomness.
 
+Low-rank mutations (``Mutation(rank=r)``): a member's window holds the factors of its row instead
+(A and B of each weight matrix, the coordinates of every other parameter), r·(out + in) numbers per
+matrix; :func:`sample` expands them into rows, :func:`iter_members` hands them out unexpanded and
+:func:`weighted_sum` sums them as one GEMM per matrix. The math is in :mod:`evograd.lowrank`.
+
 Seed conventions (what :func:`member_seeds` hands out):
 
 * ``0 <= s < 2**62``: an ordinary member.
