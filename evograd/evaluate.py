@@ -32,9 +32,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from evograd import flat, lowrank, noise
+from evograd import flat, lowrank, noise, validate
 from evograd.shaping import finite_or_worst
 
 __all__ = [
@@ -250,8 +251,11 @@ class _ModelEvaluator(ChunkedEvaluator):
 
     def _loss(self, params: dict[str, torch.Tensor], batch: tuple) -> torch.Tensor:
         inputs, *rest = batch
-        output = torch.func.functional_call(self.model, {**params, **self._fixed_tensors()}, (inputs,))
-        return self.loss_fn(output, *rest)
+        return self.loss_fn(self._forward(params, inputs), *rest)
+
+    def _forward(self, params: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        """The model's output on ``inputs`` with ``params`` in place of its trainable parameters."""
+        return torch.func.functional_call(self.model, {**params, **self._fixed_tensors()}, (inputs,))
 
 
 class SerialEvaluator(_ModelEvaluator):
@@ -318,6 +322,17 @@ class VmapEvaluator(_ModelEvaluator):
             all members of that call).
         chunk_size: members per vectorized call; bounds memory to chunk_size × (dim + activations).
             By default :func:`default_chunk_size` of the model's parameters and their device.
+        compile: score chunks with a ``torch.compile``-d function (the forward under ``vmap`` and
+            the loss). Off by default: measured on this project's 2-core CPU with the
+            4,810-parameter MLP (64 members × 256 samples per chunk), compiling took 3 minutes
+            and needs a C++ compiler at run time, and every new chunk or batch shape compiles
+            again, against a steady-state gain of 1.7x per chunk; turn it on for long runs with
+            fixed shapes (``benchmarks/RESULTS.rst``).
+
+    A classifier trained with ``loss_fn=F.cross_entropy`` on (B,) class indices takes a fast
+    path: the chunk's logits are computed under ``vmap`` and the cross-entropy outside it, for all
+    members at once, in the (member, class, sample) layout that is fast on a CPU (see
+    ``_cross_entropy_per_member``); results equal the per-member loss to float tolerance.
 
     Examples:
         >>> import torch
@@ -336,16 +351,37 @@ class VmapEvaluator(_ModelEvaluator):
         batch: BatchSource | None = None,
         *,
         chunk_size: int | None = None,
+        compile: bool = False,
     ) -> None:
         if chunk_size is None:
             layout = flat.layout_of(model)
             trainable = next(p for p in model.parameters() if p.requires_grad)
             chunk_size = default_chunk_size(layout.dim, trainable.dtype, trainable.device)
         super().__init__(model, loss_fn, batch, chunk_size=chunk_size)
+        self._score_chunk = torch.compile(self._score_chunk) if validate.flag("compile", compile) else self._score_chunk
 
     def _score(self, candidates: torch.Tensor, context: tuple) -> torch.Tensor:
+        return self._score_chunk(candidates, *context)
+
+    def _score_chunk(self, candidates: torch.Tensor, *batch: torch.Tensor) -> torch.Tensor:
+        """(c,) losses of (c, dim) candidates on ``batch`` (the function ``compile`` compiles)."""
         params = flat.stacked(candidates, self.layout)  # name -> (c, *shape)
-        return torch.func.vmap(lambda p: self._loss(p, context))(params)
+        return self._members_loss(lambda p: self._forward(p, batch[0]), (params,), batch)
+
+    def _members_loss(self, forward: Callable[..., torch.Tensor], members: tuple, batch: tuple) -> torch.Tensor:
+        """(c,) losses of a chunk: ``loss_fn(forward(*member), *targets)`` for each member, under ``vmap``.
+
+        ``forward`` maps one member's slice of ``members`` (tensors or dicts of them with a leading
+        member dimension) to the model's output. A cross-entropy over class indices is computed
+        outside ``vmap``, on all the chunk's logits at once (:func:`_cross_entropy_per_member`).
+        """
+        _, *targets = batch
+        if self.loss_fn is F.cross_entropy and len(targets) == 1 and _class_indices(targets[0]):
+            logits = torch.func.vmap(forward)(*members)  # (c, B, classes) for a classifier
+            if logits.dim() == 3 and logits.shape[1] == len(targets[0]):
+                return _cross_entropy_per_member(logits, targets[0])
+            return torch.func.vmap(lambda output: self.loss_fn(output, *targets))(logits)  # other shapes
+        return torch.func.vmap(lambda *member: self.loss_fn(forward(*member), *targets))(*members)
 
 
 class LowRankEvaluator(VmapEvaluator):
@@ -458,12 +494,12 @@ class LowRankEvaluator(VmapEvaluator):
         for weight, step in bias_steps.items():
             factors[weight].append(step)  # (c, out) δb, added by the layer's hook
 
-        def member_loss(params: dict[str, torch.Tensor], member: dict) -> torch.Tensor:
+        def member_forward(params: dict[str, torch.Tensor], member: dict) -> torch.Tensor:
             self._factors = member  # read by the hooks of the linear layers
-            return self._loss({**shared, **params}, context)
+            return self._forward({**shared, **params}, context[0])
 
         try:
-            return torch.func.vmap(member_loss)(stacked, factors)
+            return self._members_loss(member_forward, (stacked, factors), context)
         finally:
             self._factors = None
 
@@ -485,6 +521,35 @@ class LowRankEvaluator(VmapEvaluator):
         else:
             result = output + xb @ a.T  # (..., out)
         return result + bias_step[0] if bias_step else result
+
+
+def _class_indices(targets: object) -> bool:
+    """Whether ``targets`` are a (B,) vector of class indices (the targets of a classifier's cross-entropy)."""
+    return isinstance(targets, torch.Tensor) and targets.dim() == 1 and targets.dtype == torch.long
+
+
+def _cross_entropy_per_member(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``F.cross_entropy(logits[i], targets)`` for every member i at once, in the layout that is fast on a CPU.
+
+    ``F.cross_entropy`` of a (member, sample, class) tensor, under ``vmap`` or flattened to
+    (member·sample, class), runs ``log_softmax`` over a last dimension of a few classes, a slow
+    kernel on CPUs (about 15x slower per number than over a long dimension, docs in
+    ``benchmarks/RESULTS.rst``). Here the class dimension comes second, (member, class, sample),
+    as a transposed view: measured on a 64 × 256 × 10 chunk, 2.0x faster than under ``vmap`` and
+    as fast as first copying it into that layout (the copy costs what the faster kernel saves).
+    Samples whose target is ``ignore_index`` (-100) are left out of the mean, as
+    ``F.cross_entropy`` does.
+
+    Args:
+        logits: (c, B, classes) outputs of c members on the same B samples.
+        targets: (B,) class indices.
+
+    Returns:
+        (c,) mean cross-entropy of each member.
+    """
+    members, samples, _ = logits.shape
+    per_sample = F.cross_entropy(logits.transpose(1, 2), targets.expand(members, samples), reduction="none")  # (c, B)
+    return per_sample.sum(1) / (targets != -100).sum()  # (c,)
 
 
 def default_low_rank_chunk_size(batch: Batch | None) -> int:
