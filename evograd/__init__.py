@@ -1,7 +1,7 @@
 """evograd: train neural networks by mixing evolution with gradients.
 
 The public API, re-exported here (importing evograd has no side effects and needs only torch,
-numpy and deap; optional extras are imported where they are used).
+numpy, deap and rich; optional extras are imported where they are used).
 """
 
 from evograd import (
@@ -14,10 +14,14 @@ from evograd import (
     feedback,
     flat,
     harness,
+    loggers,
     lowrank,
     mpi,
     noise,
+    progress,
     protocols,
+    runstore,
+    schema,
     shaping,
     strategies,
     tasks,
@@ -29,7 +33,15 @@ from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, LowRankEvaluat
 from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
-from evograd.protocols import Evaluator, GradientEstimator, ModelEvaluator, State, Strategy, VectorEvaluator
+from evograd.protocols import (
+    Evaluator,
+    GradientEstimator,
+    ModelEvaluator,
+    State,
+    StatisticsEvaluator,
+    Strategy,
+    VectorEvaluator,
+)
 from evograd.strategies import (
     ESState,
     EvolutionState,
@@ -39,6 +51,7 @@ from evograd.strategies import (
     ScaleFreeEvolution,
     StrategyState,
 )
+from evograd.tasks import EpisodeEvaluator, ObservationNorm
 
 __version__ = "0.1.0"
 
@@ -46,6 +59,7 @@ __all__ = [
     "ChunkedEvaluator",
     "CupyEvaluator",
     "ESState",
+    "EpisodeEvaluator",
     "Evaluator",
     "EvolutionState",
     "FunctionEvaluator",
@@ -57,12 +71,14 @@ __all__ = [
     "MPIVectorEvaluator",
     "ModelEvaluator",
     "Mutation",
+    "ObservationNorm",
     "OpenES",
     "RollingImprovement",
     "RollingState",
     "ScaleFreeEvolution",
     "SerialEvaluator",
     "State",
+    "StatisticsEvaluator",
     "Strategy",
     "StrategyState",
     "VectorEvaluator",
@@ -76,10 +92,14 @@ __all__ = [
     "feedback",
     "flat",
     "harness",
+    "loggers",
     "lowrank",
     "mpi",
     "noise",
+    "progress",
     "protocols",
+    "runstore",
+    "schema",
     "shaping",
     "strategies",
     "tasks",
