@@ -118,7 +118,9 @@ def _mutation(s: dict, model: nn.Module) -> Mutation:
     ).resolve(model)
 
 
-def _population_evaluator(task: Task, s: dict, model: nn.Module, mutation: Mutation, batches=None) -> Evaluator:
+def _population_evaluator(
+    task: Task, model: nn.Module, mutation: Mutation, batches: harness.Minibatches | None = None
+) -> Evaluator:
     """Scores a population on minibatches: :class:`~evograd.LowRankEvaluator` for a low-rank mutation
     (linear layers never form member weights), :class:`~evograd.VmapEvaluator` otherwise."""
     evaluator = LowRankEvaluator if mutation.rank is not None else VmapEvaluator
@@ -148,7 +150,7 @@ def _evolve(make_strategy: Callable[[dict, Mutation], Any]) -> Method:
                 obs_norm=s["obs_norm"],
             )
         else:
-            evaluator = _population_evaluator(task, s, model, mutation, _batches(task, s))
+            evaluator = _population_evaluator(task, model, mutation, _batches(task, s))
         state = strategy.init(flat.flatten(model), seed=s["seed"])
 
         def step() -> int:
@@ -176,7 +178,7 @@ def _hybrid(task: Task, s: dict, model: nn.Module) -> harness.Step:
         model.parameters(),
         direction,
         base=torch.optim.SGD,
-        evaluator=_population_evaluator(task, s, model, mutation),
+        evaluator=_population_evaluator(task, model, mutation),
         lr=s["lr"],
         weight_decay=s["weight_decay"],
     )
