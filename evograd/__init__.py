@@ -15,6 +15,7 @@ from evograd import (
     flat,
     harness,
     loggers,
+    loop,
     lowrank,
     mpi,
     noise,
@@ -30,6 +31,7 @@ from evograd import (
 )
 from evograd.cupy_bridge import CupyEvaluator
 from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, LowRankEvaluator, SerialEvaluator, VmapEvaluator
+from evograd.loop import optimize
 from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
@@ -93,9 +95,11 @@ __all__ = [
     "flat",
     "harness",
     "loggers",
+    "loop",
     "lowrank",
     "mpi",
     "noise",
+    "optimize",
     "progress",
     "protocols",
     "runstore",

@@ -366,7 +366,7 @@ def test_counters_non_finite_losses_chunking_and_the_protocol():
     evaluate = LowRankEvaluator(model, loss, batch, chunk_size=2)
     assert isinstance(evaluate, ModelEvaluator)
     fitness = evaluate(center, seeds, mutation)
-    assert (evaluate.evaluations, evaluate.forward_passes) == (7, 7 * 11)
+    assert (evaluate.evaluations, evaluate.fe) == (7, 7 * 11)
     one_chunk = LowRankEvaluator(model, loss, batch, chunk_size=64)(center, seeds, mutation)
     torch.testing.assert_close(fitness, one_chunk, rtol=1e-12, atol=1e-12)
     params_loss, samples = evaluate.objective()
