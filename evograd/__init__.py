@@ -16,6 +16,7 @@ from evograd import (
     harness,
     mpi,
     noise,
+    optimizers,
     protocols,
     shaping,
     strategies,
@@ -28,14 +29,21 @@ from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, SerialEvaluato
 from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
+from evograd.optimizers import ClipUp
 from evograd.protocols import Evaluator, GradientEstimator, ModelEvaluator, State, Strategy, VectorEvaluator
 from evograd.strategies import (
+    PGPE,
+    SNES,
     ESState,
     EvolutionState,
     OpenES,
+    PGPEState,
     RollingImprovement,
     RollingState,
     ScaleFreeEvolution,
+    SepCMAES,
+    SepCMAState,
+    SNESState,
     StrategyState,
 )
 
@@ -43,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChunkedEvaluator",
+    "ClipUp",
     "CupyEvaluator",
     "ESState",
     "Evaluator",
@@ -56,9 +65,15 @@ __all__ = [
     "ModelEvaluator",
     "Mutation",
     "OpenES",
+    "PGPE",
+    "PGPEState",
     "RollingImprovement",
     "RollingState",
+    "SNES",
+    "SNESState",
     "ScaleFreeEvolution",
+    "SepCMAES",
+    "SepCMAState",
     "SerialEvaluator",
     "State",
     "Strategy",
@@ -76,6 +91,7 @@ __all__ = [
     "harness",
     "mpi",
     "noise",
+    "optimizers",
     "protocols",
     "shaping",
     "strategies",
