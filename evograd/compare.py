@@ -33,7 +33,7 @@ from evograd.evaluate import SerialEvaluator, VmapEvaluator
 from evograd.harness import Budget
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
-from evograd.strategies import OpenES, RollingImprovement, ScaleFreeEvolution
+from evograd.strategies import PGPE, SNES, OpenES, RollingImprovement, ScaleFreeEvolution, SepCMAES
 from evograd.tasks import Task
 
 __all__ = [
@@ -170,7 +170,39 @@ METHODS: dict[str, tuple[str, Method]] = {
             )
         ),
     ),
-    "openes": ("evolution", _evolve(lambda s: OpenES(size=s["size"], mutation=_mutation(s), lr=s["lr"]))),
+    "openes": (
+        "evolution",
+        _evolve(
+            lambda s: OpenES(
+                size=s["size"],
+                mutation=_mutation(s),
+                lr=s["lr"],
+                lr_decay=s["lr_decay"],
+                sigma_adapt=s["sigma_adapt"],
+                sigma_lr=s["sigma_lr"],
+            )
+        ),
+    ),
+    "pgpe": (
+        "evolution",
+        _evolve(
+            lambda s: PGPE(
+                size=s["size"],
+                mutation=_mutation(s),
+                lr=s["lr"],
+                lr_decay=s["lr_decay"],
+                optimizer_kw={"max_speed": s["max_speed"], "momentum": s["momentum"]},
+                ranking=s["ranking"],
+                sigma_lr=s["sigma_lr"],
+                sigma_max_change=s["sigma_max_change"],
+            )
+        ),
+    ),
+    "snes": (
+        "evolution",
+        _evolve(lambda s: SNES(size=s["size"], mutation=_mutation(s), lr=s["lr"], sigma_lr=s["sigma_lr"])),
+    ),
+    "sepcma": ("evolution", _evolve(lambda s: SepCMAES(size=s["size"], mutation=_mutation(s)))),
     "hybrid": ("backprop", _hybrid),
 }
 DEFAULT_METHODS = ("sgd", "adam", "hybrid", "rolling", "openes", "evolution", "fa", "dfa")
@@ -202,7 +234,33 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "beta": 0.9,
         "batch_size": 128,
     },
-    "openes": {"size": 64, "kind": "gaussian", "sigma": 0.02, "antithetic": True, "lr": 0.01, "batch_size": 128},
+    "openes": {
+        "size": 64,
+        "kind": "gaussian",
+        "sigma": 0.02,
+        "antithetic": True,
+        "lr": 0.01,
+        "lr_decay": 1.0,
+        "sigma_adapt": "none",
+        "sigma_lr": 0.1,
+        "batch_size": 128,
+    },
+    "pgpe": {
+        "size": 200,
+        "kind": "gaussian",
+        "sigma": 0.02,
+        "antithetic": True,
+        "lr": 0.075,
+        "lr_decay": 0.998,
+        "max_speed": None,
+        "momentum": 0.9,
+        "ranking": "centered",
+        "sigma_lr": 0.1,
+        "sigma_max_change": 0.2,
+        "batch_size": 32,
+    },
+    "snes": {"size": 200, "kind": "gaussian", "sigma": 0.02, "lr": 1.0, "sigma_lr": None, "batch_size": 32},
+    "sepcma": {"size": 200, "kind": "gaussian", "sigma": 0.02, "batch_size": 32},
     "hybrid": {
         "size": 64,
         "kind": "cauchy",

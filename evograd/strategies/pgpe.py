@@ -21,7 +21,10 @@ from evograd.strategies import descent, diagonal
 from evograd.strategies.base import StrategyState, store_setting
 from evograd.strategies.diagonal import DiagonalStrategy
 
-__all__ = ["PGPEState", "PGPE"]
+__all__ = ["RANKINGS", "PGPEState", "PGPE"]
+
+#: How :class:`PGPE` shapes fitness: centered ranks of all members, or ranks within the pairs.
+RANKINGS = ("centered", "pairs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +53,13 @@ class PGPE(DiagonalStrategy[PGPEState]):
         center ← optimizer(center, gradient = -∇_μ)                 (ClipUp by default)
         σ ← clip(σ + sigma_lr · ∇_σ, σ (1 ± sigma_max_change))      (elementwise)
 
+    With ``ranking="pairs"`` the center's weights compare only the two ends of each pair:
+    ``(u⁺_i - u⁻_i)/2`` becomes the centered rank of the pair difference ``(f⁻_i - f⁺_i)/2``
+    among the pairs (+0.5 for the pair whose ``+`` end beat its ``-`` end by the most), and sigma's
+    weights the negated centered ranks of the pair means ``(f⁺_i + f⁻_i)/2``. Pairs scored on
+    different data (their own minibatch or episode start) are then never ranked against each other
+    for the center.
+
     The sigma step is bounded relative to sigma, as EvoTorch's ``stdev_max_change``. The
     optimizer runs at ``lr · lr_decay^generation`` (ClipUp's default ``max_speed``, ``2 · lr``,
     follows it). The gradient handed to the optimizer, ``-∇_μ``, is the search gradient of the
@@ -71,6 +81,8 @@ class PGPE(DiagonalStrategy[PGPEState]):
         lr_decay: per-generation factor on ``lr``, in (0, 1].
         optimizer: a ``torch.optim.Optimizer`` class for the center; :class:`ClipUp` by default.
         optimizer_kw: extra keyword arguments for it (e.g. ``{"max_speed": 0.2, "momentum": 0.9}``).
+        ranking: ``"centered"`` (centered ranks of all members, EvoTorch's default) or ``"pairs"``
+            (ranks of the pair differences and pair means).
         sigma_lr: sigma's learning rate, >= 0 (0 keeps sigma fixed).
         sigma_max_change: the largest relative change of sigma per generation, in [0, 1).
         chunk_size: rows regenerated at once in ``tell``; by default
@@ -102,6 +114,7 @@ class PGPE(DiagonalStrategy[PGPEState]):
     lr_decay: float = 1.0
     optimizer: type[torch.optim.Optimizer] = ClipUp
     optimizer_kw: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
+    ranking: str = "centered"
     sigma_lr: float = 0.1
     sigma_max_change: float = 0.2
 
@@ -115,6 +128,7 @@ class PGPE(DiagonalStrategy[PGPEState]):
         store_setting(self, "lr", validate.real("lr", self.lr, low=0.0))
         store_setting(self, "lr_decay", validate.real("lr_decay", self.lr_decay, low=0.0, high=1.0, low_open=True))
         store_setting(self, "optimizer_kw", descent.check_optimizer(self.optimizer, self.optimizer_kw, self.lr))
+        validate.choice("ranking", self.ranking, RANKINGS)
         store_setting(self, "sigma_lr", validate.real("sigma_lr", self.sigma_lr, low=0.0))
         store_setting(
             self,
@@ -135,10 +149,14 @@ class PGPE(DiagonalStrategy[PGPEState]):
         if not torch.equal(seeds[n:], ~plus):
             raise ValueError("seeds must be antithetic pairs as ask returns them: the second half mirrors the first")
 
-        # --- utilities: u = -centered ranks, +0.5 for the lowest loss; per pair, the difference and the mean
-        utility = -shaping.centered_ranks(fitness)  # (2n,)
-        difference = (utility[:n] - utility[n:]) / 2  # (n,) (u⁺ - u⁻)/2
-        mean = (utility[:n] + utility[n:]) / 2  # (n,) (u⁺ + u⁻)/2, mean zero
+        # --- utilities (higher is better): per pair, the center's weight and sigma's (mean zero)
+        if self.ranking == "centered":  # u = -centered ranks of all 2n, +0.5 for the lowest loss
+            utility = -shaping.centered_ranks(fitness)  # (2n,)
+            difference = (utility[:n] - utility[n:]) / 2  # (n,) (u⁺ - u⁻)/2
+            mean = (utility[:n] + utility[n:]) / 2  # (n,) (u⁺ + u⁻)/2
+        else:  # ranks within the pairs: of (f⁻ - f⁺)/2 for the center, of -(f⁺ + f⁻)/2 for sigma
+            difference = shaping.centered_ranks((fitness[n:] - fitness[:n]) / 2)  # (n,)
+            mean = -shaping.centered_ranks((fitness[:n] + fitness[n:]) / 2)  # (n,)
         linear, square = diagonal.moments(state, plus, difference, mean, chunk_size=self.chunk_size)  # (dim,) ×2
 
         # --- center: ∇_μ = (1/n) Σ (u⁺-u⁻)/2 ε_i = std ⊙ (1/n) Σ (u⁺-u⁻)/2 ζ_i, std = σ √m₂
