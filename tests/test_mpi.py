@@ -151,6 +151,7 @@ def test_ranks_reproduce_the_single_process_run_bit_for_bit(ranks, reference, tm
         got = results[name]
         assert torch.equal(got["fitness"], want["fitness"]), name
         assert torch.equal(got["center"], want["center"]), name
+        assert torch.equal(got["sigma"], want["sigma"]), name
         assert (got["evaluations"], got["forward_passes"]) == (want["evaluations"], want["forward_passes"]), name
 
 

@@ -15,7 +15,7 @@ import argparse
 import torch
 from torch.nn import functional as F
 
-from evograd import Mutation, OpenES, RollingImprovement, ScaleFreeEvolution, VmapEvaluator, flat
+from evograd import PGPE, SNES, Mutation, OpenES, RollingImprovement, ScaleFreeEvolution, SepCMAES, VmapEvaluator, flat
 from evograd.tasks import mlp
 
 CHUNK = 4
@@ -24,6 +24,10 @@ STRATEGIES = {
     "evolution": lambda: ScaleFreeEvolution(size=18, mutation=Mutation(kind="cauchy", sigma=0.05)),
     "rolling": lambda: RollingImprovement(size=18, mutation=Mutation(kind="loguniform", sigma=0.5, antithetic=True)),
     "openes": lambda: OpenES(size=18, mutation=Mutation(sigma=0.05, antithetic=True), lr=0.05),
+    "openes-pgpe": lambda: OpenES(size=18, mutation=Mutation(sigma=0.05, antithetic=True), sigma_adapt="pgpe"),
+    "pgpe": lambda: PGPE(size=18, mutation=Mutation(sigma=0.05, antithetic=True), lr=0.05),
+    "snes": lambda: SNES(size=18, mutation=Mutation(kind="cauchy", sigma=0.05, clip=3.0)),
+    "sepcma": lambda: SepCMAES(size=18, mutation=Mutation(sigma=0.05)),
 }
 
 
@@ -45,8 +49,10 @@ def run(wrap, device="cpu"):
             state, _ = strategy.tell(state, seeds, fitness)
         if hasattr(evaluate, "check_sync"):
             evaluate.check_sync(state, state.generation, final=True)
+        scale = torch.ones(()) if state.mutation.scale is None else state.mutation.scale
         results[name] = {
             "center": state.center,
+            "sigma": state.mutation.sigma * scale,  # per coordinate, where the strategy adapts it
             "fitness": torch.stack(history),
             "evaluations": evaluate.evaluations,
             "forward_passes": evaluate.forward_passes,
