@@ -166,7 +166,14 @@ METHODS: dict[str, tuple[str, Method]] = {
         "evolution",
         _evolve(
             lambda s: RollingImprovement(
-                size=s["size"], mutation=_mutation(s), lr=s["lr"], lr_decay=s["lr_decay"], beta=s["beta"]
+                size=s["size"],
+                mutation=_mutation(s),
+                lr=s["lr"],
+                lr_decay=s["lr_decay"],
+                beta=s["beta"],
+                weighting=s["weighting"],
+                sigma_adapt=s["sigma_adapt"],
+                sigma_lr=s["sigma_lr"],
             )
         ),
     ),
@@ -232,6 +239,9 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "lr": 0.08,
         "lr_decay": 0.9995,
         "beta": 0.9,
+        "weighting": "slope",
+        "sigma_adapt": "none",
+        "sigma_lr": 0.1,
         "batch_size": 128,
     },
     "openes": {

@@ -16,6 +16,7 @@ from evograd import (
     HybridOptimizer,
     Mutation,
     OpenES,
+    RollingImprovement,
     SepCMAES,
     VmapEvaluator,
     directions,
@@ -30,6 +31,9 @@ ADAPTIVE = {
     "SNES": lambda: SNES(size=10, mutation=Mutation(sigma=0.3)),
     "SepCMAES": lambda: SepCMAES(size=10, mutation=Mutation(sigma=0.3)),
     "OpenES-pgpe": lambda: OpenES(size=10, mutation=Mutation(sigma=0.3, antithetic=True), sigma_adapt="pgpe"),
+    "Rolling-pgpe": lambda: RollingImprovement(
+        size=10, mutation=Mutation(sigma=0.3, antithetic=True), lr=0.1, sigma_adapt="pgpe"
+    ),
 }
 
 
@@ -88,7 +92,8 @@ def test_ask_hands_out_seeds_only(name):
     seeds = strategy.ask(a)
     assert seeds.dtype == torch.int64 and seeds.shape == (strategy.population,)
     assert torch.equal(seeds, strategy.ask(b))
-    assert torch.equal(seeds, noise.member_seeds(0, 3, strategy.size, antithetic=a.mutation.antithetic))
+    members = noise.member_seeds(0, 3, strategy.size, antithetic=a.mutation.antithetic)
+    assert torch.equal(seeds[-strategy.size :], members)  # after the parent's seed, where it is re-scored
 
 
 @pytest.mark.parametrize("name", ADAPTIVE)
@@ -269,6 +274,20 @@ def test_openes_pgpe_sigma_adaptation_follows_sehnkes_rule():
     torch.testing.assert_close(diagonal.per_coordinate(new.mutation, center), 0.3 * factor, rtol=1e-12, atol=1e-15)
     plain = OpenES(size=8, mutation=Mutation(sigma=0.3, antithetic=True))
     torch.testing.assert_close(new.center, told(plain, fitness, center)[1].center, rtol=0, atol=0)
+
+
+def test_rolling_pgpe_sigma_adaptation_uses_the_mutations_not_the_parent():
+    """RollingImprovement(sigma_adapt="pgpe"): the same rule over the mutations, u = -centered ranks of theirs."""
+    mutation = Mutation(kind="cauchy", sigma=0.2, clip=3.0, antithetic=True)
+    strategy = RollingImprovement(size=8, mutation=mutation, sigma_adapt="pgpe", sigma_lr=0.5)
+    fitness = torch.tensor([1.0, 0.3, 2.0, -1.0, 0.7, 5.0, 0.0, 0.2, 1.0], dtype=torch.float64)  # parent first
+    center = torch.zeros(5, dtype=torch.float64)
+    _, new, _, eps = told(strategy, fitness, center)
+    zeta = eps[1:] / 0.2 / math.sqrt(diagonal.second_moment(mutation, 5))  # (8, 5) standardized rows
+    u = -shaping.centered_ranks(fitness[1:])
+    factor = (1 + 0.5 * (u @ (zeta**2 - 1)) / 8).clamp(0.8, 1.2)
+    torch.testing.assert_close(diagonal.per_coordinate(new.mutation, center), 0.2 * factor, rtol=1e-12, atol=1e-15)
+    assert torch.equal(eps[0], torch.zeros(5, dtype=torch.float64))  # the parent's re-score perturbs nothing
 
 
 def test_heavy_tailed_rows_are_standardized():

@@ -33,6 +33,9 @@ STRATEGIES = {
     "openes-pgpe": lambda **kw: OpenES(
         size=6, mutation=Mutation(sigma=0.3, antithetic=True, scale=SCALE), lr=0.1, sigma_adapt="pgpe", **kw
     ),
+    "rolling-pgpe": lambda **kw: RollingImprovement(
+        size=6, mutation=Mutation(sigma=0.3, antithetic=True, scale=SCALE), sigma_adapt="pgpe", **kw
+    ),
     "pgpe": lambda **kw: PGPE(size=6, mutation=Mutation(sigma=0.3, antithetic=True, scale=SCALE), lr=0.1, **kw),
     "snes": lambda **kw: SNES(size=6, mutation=Mutation(sigma=0.3, scale=SCALE), **kw),
     "sepcma": lambda **kw: SepCMAES(size=6, mutation=Mutation(sigma=0.3, scale=SCALE), **kw),

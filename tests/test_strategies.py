@@ -319,6 +319,9 @@ BAD_SETTINGS = [
         ValueError,
         "mutation.clip",
     ),
+    (RollingImprovement, {"sigma_adapt": "success"}, ValueError, "sigma_adapt"),
+    (RollingImprovement, {"sigma_lr": "0.1"}, TypeError, "sigma_lr"),
+    (RollingImprovement, {"sigma_adapt": "pgpe", "mutation": Mutation(kind="cauchy")}, ValueError, "mutation.clip"),
     # the adaptive strategies: population, initial sigma, rows of finite variance
     *[(cls, {"size": 1, "mutation": Mutation()}, ValueError, "size") for cls in (SNES, SepCMAES)],
     (PGPE, {"size": 1}, ValueError, "size"),

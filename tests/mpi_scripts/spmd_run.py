@@ -25,6 +25,9 @@ STRATEGIES = {
     "rolling": lambda: RollingImprovement(size=18, mutation=Mutation(kind="loguniform", sigma=0.5, antithetic=True)),
     "openes": lambda: OpenES(size=18, mutation=Mutation(sigma=0.05, antithetic=True), lr=0.05),
     "openes-pgpe": lambda: OpenES(size=18, mutation=Mutation(sigma=0.05, antithetic=True), sigma_adapt="pgpe"),
+    "rolling-pgpe": lambda: RollingImprovement(
+        size=18, mutation=Mutation(kind="cauchy", sigma=0.05, clip=3.0, antithetic=True), sigma_adapt="pgpe"
+    ),
     "pgpe": lambda: PGPE(size=18, mutation=Mutation(sigma=0.05, antithetic=True), lr=0.05),
     "snes": lambda: SNES(size=18, mutation=Mutation(kind="cauchy", sigma=0.05, clip=3.0)),
     "sepcma": lambda: SepCMAES(size=18, mutation=Mutation(sigma=0.05)),
