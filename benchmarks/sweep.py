@@ -35,7 +35,8 @@ import torch
 
 from evograd import compare, harness, tasks
 
-#: The settings that matter, per method: values tried one at a time around the defaults.
+#: The settings that matter, per method: values tried one at a time around the defaults; under
+#: ``"combined"``, whole sets of overrides tried together.
 GRIDS: dict[str, dict[str, list[Any]]] = {
     "pgpe": {
         "size": [100, 400],
@@ -46,28 +47,29 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
         "ranking": ["pairs"],
         "batch_size": [16, 64, 128],
     },
-    "snes": {"size": [27, 100, 400], "sigma": [0.01, 0.05], "lr": [0.5], "batch_size": [16, 64]},
-    "sepcma": {"size": [27, 100, 400], "sigma": [0.01, 0.05], "batch_size": [16, 64]},
-    "openes": {
-        "size": [200],
+    "openes": {"size": [100], "lr": [0.02], "lr_decay": [1.0], "sigma_adapt": ["pgpe"], "batch_size": [64]},
+    "snes": {"size": [100, 400], "sigma": [0.05]},
+    "sepcma": {"size": [100, 400], "sigma": [0.05]},
+    "rolling": {
         "batch_size": [32],
-        "lr_decay": [0.998],
+        "beta": [0.97],
+        "weighting": ["improvement"],
         "sigma_adapt": ["pgpe"],
-        "lr": [0.02],
+        "combined": [{"batch_size": 32, "size": 200}],
     },
-    "rolling": {"beta": [0.5, 0.97], "weighting": ["improvement"], "batch_size": [32], "size": [200]},
-    "evolution": {"size": [200], "mu": [32], "batch_size": [32]},
+    "evolution": {"batch_size": [32], "combined": [{"batch_size": 32, "size": 200, "mu": 50}]},
 }
 
 
 def variants(method: str, grid: dict[str, list[Any]], task: str) -> list[dict[str, Any]]:
-    """The overrides to run: the defaults (``{}``), then each setting's values one at a time."""
+    """The overrides to run: the defaults (``{}``), each setting's values one at a time, then the combinations."""
     defaults = compare.settings_for(method, task)
     runs: list[dict[str, Any]] = [{}]
     for key, values in grid.items():
         for value in values:
-            if defaults.get(key) != value and {key: value} not in runs:
-                runs.append({key: value})
+            overrides = dict(value) if key == "combined" else {key: value}
+            if any(defaults.get(k) != v for k, v in overrides.items()) and overrides not in runs:
+                runs.append(overrides)
     return runs
 
 
@@ -89,9 +91,9 @@ def parse_grid(items: list[str]) -> dict[str, dict[str, list[Any]]]:
     return grids
 
 
-def key_of(task: str, method: str, overrides: dict[str, Any], seed: int, budget: int) -> str:
-    """The identity of one run in the results file."""
-    return json.dumps([task, method, sorted(overrides.items()), seed, budget], default=str)
+def key_of(task: str, method: str, settings: dict[str, Any], seed: int, budget: int) -> str:
+    """The identity of one run in the results file: its full settings, so changed defaults never reuse old runs."""
+    return json.dumps([task, method, sorted(settings.items()), seed, budget], default=str)
 
 
 def load(path: pathlib.Path) -> dict[str, dict]:
@@ -100,8 +102,16 @@ def load(path: pathlib.Path) -> dict[str, dict]:
     if path.exists():
         for line in path.read_text().splitlines():
             record = json.loads(line)
-            runs[record["key"]] = record
+            key = key_of(record["task"], record["method"], record["settings"], record["seed"], record["budget_fe"])
+            runs[key] = record
     return runs
+
+
+def label(method: str, settings: dict[str, Any], task: str) -> str:
+    """The settings that differ from the method's current defaults, or ``(defaults)``."""
+    defaults = compare.settings_for(method, task)
+    changed = [f"{key}={value}" for key, value in settings.items() if defaults.get(key, value) != value]
+    return ", ".join(changed) or "(defaults)"
 
 
 def reaching(curve: list, task: tasks.Task) -> int | None:
@@ -118,20 +128,19 @@ def at_fe(curve: list, fe: float) -> float:
 
 
 def summary(records: list[dict], task: tasks.Task) -> list[dict[str, Any]]:
-    """One table row per (method, overrides): FE to target, per-seed FE, metric at 2M and at the end."""
+    """One table row per (method, settings): FE to target, per-seed FE, metric at 2M and at the end."""
     groups: dict[tuple, list[dict]] = {}
     for record in records:
-        groups.setdefault((record["method"], json.dumps(record["overrides"], sort_keys=True)), []).append(record)
+        groups.setdefault((record["method"], json.dumps(record["settings"], sort_keys=True)), []).append(record)
     rows = []
-    for (method, overrides), runs in groups.items():
+    for (method, settings), runs in groups.items():
         runs.sort(key=lambda r: r["seed"])
         reached = [r["reached"] for r in runs]
         hits = [fe for fe in reached if fe is not None]
-        changed = json.loads(overrides)
         rows.append(
             {
                 "method": method,
-                "setting": ", ".join(f"{k}={v}" for k, v in changed.items()) or "(defaults)",
+                "setting": label(method, json.loads(settings), task.name),
                 "seeds": len(runs),
                 f"FE to {task.target:g}": (
                     f"{statistics.median(hits) / 1e6:.2f}M ({len(hits)}/{len(runs)})" if hits else f"— (0/{len(runs)})"
@@ -170,8 +179,9 @@ def main(argv: list[str] | None = None) -> None:
         for method in args.methods:
             grid = {} if args.only_defaults else custom.get(method, GRIDS.get(method, {}))
             for overrides in variants(method, grid, task.name):
+                settings = compare.settings_for(method, task.name, overrides)
                 for seed in range(args.seeds):
-                    key = key_of(task.name, method, overrides, seed, budget.fe)
+                    key = key_of(task.name, method, settings, seed, budget.fe)
                     if key in done:
                         continue
                     result = compare.run_method(task, method, seed, budget, overrides=overrides)

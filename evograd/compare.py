@@ -245,15 +245,15 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 128,
     },
     "openes": {
-        "size": 64,
+        "size": 200,
         "kind": "gaussian",
         "sigma": 0.02,
         "antithetic": True,
         "lr": 0.01,
-        "lr_decay": 1.0,
+        "lr_decay": 0.998,
         "sigma_adapt": "none",
         "sigma_lr": 0.1,
-        "batch_size": 128,
+        "batch_size": 32,
     },
     "pgpe": {
         "size": 200,
