@@ -1,11 +1,13 @@
-"""Per-coordinate sigma on the seed contract: what :class:`PGPE`, :class:`SNES` and :class:`SepCMAES` share.
+"""Per-coordinate sigma on the seed contract: what :class:`~evograd.PGPE`, :class:`~evograd.SNES` and
+:class:`~evograd.SepCMAES` share, and the optional sigma adaptation of :class:`~evograd.OpenES` and
+:class:`~evograd.RollingImprovement` (``sigma_adapt="pgpe"``).
 
 **Where the per-coordinate sigma lives.** A member is still ``center + ε(seed)`` with
 ``ε = noise.sample(state.mutation, seed)``: the mutation's ``sigma`` times the unit row ``z(seed)``
 of its kind, times the mutation's per-coordinate ``scale`` factors. The adaptive strategies keep
 their per-coordinate sigma ``σ = mutation.sigma · mutation.scale`` in the state's mutation, with
 ``scale`` a (dim,) tensor that they replace every generation (``sigma`` stays the configured one,
-except for :class:`SepCMAES`, whose global step size it is). So nothing outside the strategy
+except for :class:`~evograd.SepCMAES`, whose global step size it is). So nothing outside the strategy
 changes: ``ask`` returns seeds, every evaluator (``VmapEvaluator``, ``MPIEvaluator``,
 ``FunctionEvaluator``, ...) scores ``evaluator(state.center, seeds, state.mutation)`` as before,
 MPI ranks exchange only fitness and apply the same pure ``tell``, and a checkpoint stores the
