@@ -45,19 +45,18 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
         "lr_decay": [1.0, 0.999],
         "sigma_lr": [0.0, 0.2],
         "ranking": ["pairs"],
-        "batch_size": [16, 64, 128],
+        "batch_size": [16, 64],
     },
-    "openes": {"size": [100], "lr": [0.02], "lr_decay": [1.0], "sigma_adapt": ["pgpe"], "batch_size": [64]},
-    "snes": {"size": [100, 400], "sigma": [0.05]},
-    "sepcma": {"size": [100, 400], "sigma": [0.05]},
+    "openes": {"size": [100], "sigma_adapt": ["pgpe"], "batch_size": [64]},
     "rolling": {
         "batch_size": [32],
         "beta": [0.97],
-        "weighting": ["improvement"],
         "sigma_adapt": ["pgpe"],
-        "combined": [{"batch_size": 32, "size": 200}],
+        "combined": [{"batch_size": 32, "size": 200, "beta": 0.97}],
     },
-    "evolution": {"batch_size": [32], "combined": [{"batch_size": 32, "size": 200, "mu": 50}]},
+    "snes": {"size": [100]},
+    "sepcma": {"size": [100]},
+    "evolution": {"combined": [{"batch_size": 32, "size": 200, "mu": 50}]},
 }
 
 

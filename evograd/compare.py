@@ -285,15 +285,25 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 _TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    # The adaptive methods' episodic defaults are provisional, from the issue-17 prototypes (PGPE:
+    # population 10-20, sigma 0.1-0.3, ClipUp max speed 0.6) and the papers' population 4 + 3 ln d
+    # with EvoTorch's radius 2.25 spread over the d coordinates for SNES and sep-CMA-ES; to be
+    # swept with benchmarks/sweep.py once the RL evaluation (episode seeds, normalization) lands.
     "cartpole": {
         "evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16},
         "rolling": {"sigma": 0.1, "clip": 3.0, "lr": 0.3, "lr_decay": 1.0, "size": 16},
-        "openes": {"sigma": 0.1, "lr": 0.05, "size": 16},
+        "openes": {"sigma": 0.1, "lr": 0.05, "lr_decay": 1.0, "size": 16},
+        "pgpe": {"size": 10, "sigma": 0.3, "lr": 0.3, "lr_decay": 1.0},
+        "snes": {"size": 18, "sigma": 0.2},
+        "sepcma": {"size": 18, "sigma": 0.2},
     },
     "pendulum": {
         "evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16},
         "rolling": {"sigma": 0.1, "lr": 0.3, "lr_decay": 1.0, "size": 16},
-        "openes": {"sigma": 0.1, "lr": 0.05, "size": 16},
+        "openes": {"sigma": 0.1, "lr": 0.05, "lr_decay": 1.0, "size": 16},
+        "pgpe": {"size": 20, "sigma": 0.1, "lr": 0.3, "lr_decay": 1.0},
+        "snes": {"size": 17, "sigma": 0.25},
+        "sepcma": {"size": 17, "sigma": 0.25},
     },
     "teacher": {"sgd": {"lr": 0.01}},
 }
