@@ -54,7 +54,7 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
         "sigma_adapt": ["pgpe"],
         "combined": [{"batch_size": 32, "size": 200, "beta": 0.97}],
     },
-    "snes": {"size": [100]},
+    "snes": {"size": [27, 100], "combined": [{"size": 27, "batch_size": 128}]},
     "sepcma": {"size": [100]},
     "evolution": {"combined": [{"batch_size": 32, "size": 200, "mu": 50}]},
 }
