@@ -16,6 +16,7 @@ Usage::
 
     python benchmarks/sweep.py --task digits --methods pgpe openes --seeds 3 --out sweep-digits
     python benchmarks/sweep.py --task digits --methods pgpe --grid pgpe.size=100,200,400 --out sweep-digits
+    python benchmarks/sweep.py --task digits --methods pgpe --combo pgpe:size=100,lr_decay=0.999 --out sweep-digits
     python benchmarks/sweep.py --out sweep-digits --table-only
 
 Run it niced on one thread (the default here); FE counts make the figures reproducible exactly.
@@ -161,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-fe", type=float, default=5e6)
     parser.add_argument("--points", type=int, default=50, help="measurements: this many even + geometric points")
     parser.add_argument("--grid", action="append", default=[], help="METHOD.KEY=V1,V2 replaces the built-in grid")
+    parser.add_argument(
+        "--combo", action="append", default=[], help="METHOD:KEY=V,KEY=V runs these overrides together (repeatable)"
+    )
     parser.add_argument("--only-defaults", action="store_true", help="run each method at its defaults only")
     parser.add_argument("--out", required=True, help="directory of sweep.jsonl")
     parser.add_argument("--table-only", action="store_true", help="print the table of the runs in --out, run none")
@@ -175,6 +179,13 @@ def main(argv: list[str] | None = None) -> None:
     done = load(path)
     if not args.table_only:
         custom = parse_grid(args.grid)
+        for item in args.combo:
+            method, _, rest = item.partition(":")
+            combo = {
+                key: values[0]
+                for key, values in parse_grid([f"{method}.{kv}" for kv in rest.split(",")])[method].items()
+            }
+            custom.setdefault(method, {}).setdefault("combined", []).append(combo)
         for method in args.methods:
             grid = {} if args.only_defaults else custom.get(method, GRIDS.get(method, {}))
             for overrides in variants(method, grid, task.name):
