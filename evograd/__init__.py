@@ -1,7 +1,7 @@
 """evograd: train neural networks by mixing evolution with gradients.
 
 The public API, re-exported here (importing evograd has no side effects and needs only torch,
-numpy and deap; optional extras are imported where they are used).
+numpy, deap and rich; optional extras are imported where they are used).
 """
 
 from evograd import (
@@ -14,10 +14,14 @@ from evograd import (
     feedback,
     flat,
     harness,
+    loggers,
     mpi,
     noise,
     optimizers,
+    progress,
     protocols,
+    runstore,
+    schema,
     shaping,
     strategies,
     tasks,
@@ -30,7 +34,15 @@ from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
 from evograd.optimizers import ClipUp
-from evograd.protocols import Evaluator, GradientEstimator, ModelEvaluator, State, Strategy, VectorEvaluator
+from evograd.protocols import (
+    Evaluator,
+    GradientEstimator,
+    ModelEvaluator,
+    State,
+    StatisticsEvaluator,
+    Strategy,
+    VectorEvaluator,
+)
 from evograd.strategies import (
     PGPE,
     SNES,
@@ -46,6 +58,7 @@ from evograd.strategies import (
     SNESState,
     StrategyState,
 )
+from evograd.tasks import EpisodeEvaluator, ObservationNorm
 
 __version__ = "0.1.0"
 
@@ -54,6 +67,7 @@ __all__ = [
     "ClipUp",
     "CupyEvaluator",
     "ESState",
+    "EpisodeEvaluator",
     "Evaluator",
     "EvolutionState",
     "FunctionEvaluator",
@@ -64,6 +78,7 @@ __all__ = [
     "MPIVectorEvaluator",
     "ModelEvaluator",
     "Mutation",
+    "ObservationNorm",
     "OpenES",
     "PGPE",
     "PGPEState",
@@ -76,6 +91,7 @@ __all__ = [
     "SepCMAState",
     "SerialEvaluator",
     "State",
+    "StatisticsEvaluator",
     "Strategy",
     "StrategyState",
     "VectorEvaluator",
@@ -89,10 +105,14 @@ __all__ = [
     "feedback",
     "flat",
     "harness",
+    "loggers",
     "mpi",
     "noise",
     "optimizers",
+    "progress",
     "protocols",
+    "runstore",
+    "schema",
     "shaping",
     "strategies",
     "tasks",

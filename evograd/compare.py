@@ -28,13 +28,16 @@ import torch
 from torch import nn
 
 from evograd import directions as D
-from evograd import feedback, flat, harness
-from evograd.evaluate import SerialEvaluator, VmapEvaluator
+from evograd import feedback, flat, harness, schema
+from evograd.evaluate import VmapEvaluator
 from evograd.harness import Budget
+from evograd.loggers import Logger
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
+from evograd.progress import Board
+from evograd.runstore import RunStore
 from evograd.strategies import PGPE, SNES, OpenES, RollingImprovement, ScaleFreeEvolution, SepCMAES
-from evograd.tasks import Task
+from evograd.tasks import EpisodeEvaluator, Task, is_episodic
 
 __all__ = [
     "Budget",
@@ -42,7 +45,9 @@ __all__ = [
     "RunResult",
     "METHODS",
     "DEFAULT_METHODS",
+    "settings_schema",
     "settings_for",
+    "check_method",
     "run_method",
     "compare",
     "summarize",
@@ -66,6 +71,16 @@ class RunResult:
     fe: int
     seconds: float
     note: str = ""
+
+    @property
+    def name(self) -> str:
+        """The run's name in a :class:`~evograd.runstore.RunStore`: ``"adam-seed0"``."""
+        return f"{self.method}-seed{self.seed}"
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> RunResult:
+        """The result whose :func:`dataclasses.asdict` is ``payload`` (after JSON: points as tuples again)."""
+        return cls(**{**payload, "curve": [tuple(point) for point in payload["curve"]]})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,32 +116,35 @@ def _mutation(s: dict) -> Mutation:
 
 
 def _evolve(make_strategy: Callable[[dict], Any]) -> Method:
-    """One ask/tell generation per step: minibatch fitness on supervised tasks, episodes on episodic ones."""
+    """One ask/tell generation per step: minibatch fitness on supervised tasks, episodes on episodic ones.
+
+    On an episodic task the members' episodes run in lockstep (:class:`~evograd.tasks.rl.EpisodeEvaluator`
+    with the settings ``episodes``, ``share`` and ``obs_norm``) and the cost is the environment steps
+    of every training episode; the test episodes of the metric are not charged.
+    """
 
     def build(task: Task, s: dict, model: nn.Module) -> harness.Step:
         strategy = make_strategy(s)
         if task.episodic:
-            steps = [0]  # environment steps, 1 FE each
-
-            def fitness(module: nn.Module) -> float:
-                value, n = task.episode_fitness(module)
-                steps[0] += n
-                return value
-
-            evaluator = SerialEvaluator(model, fitness=fitness)
-            spent = lambda: steps[0]  # noqa: E731
+            evaluator = EpisodeEvaluator(
+                model,
+                task.environment,
+                seed=s["seed"],
+                episodes=s["episodes"],
+                share=s["share"],
+                obs_norm=s["obs_norm"],
+            )
         else:
             evaluator = VmapEvaluator(model, task.loss_fn, _batches(task, s))
-            spent = lambda: evaluator.forward_passes  # noqa: E731
         state = strategy.init(flat.flatten(model), seed=s["seed"])
 
         def step() -> int:
             nonlocal state
-            before = spent()
+            before = evaluator.forward_passes
             seeds = strategy.ask(state)
             state, _ = strategy.tell(state, seeds, evaluator(state.center, seeds, state.mutation))
             flat.assign(model, state.center)
-            return spent() - before
+            return evaluator.forward_passes - before
 
         return step
 
@@ -284,6 +302,9 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 128,
     },
 }
+# What every evolution method has on an episodic task (see evograd.tasks.rl): episodes per member,
+# who shares start states (each antithetic pair, or everyone), observation normalization.
+_EPISODIC_DEFAULTS: dict[str, Any] = {"episodes": 3, "share": "pair", "obs_norm": False}
 _TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     # The adaptive methods' episodic defaults are provisional, from the issue-17 prototypes (PGPE:
     # population 10-20, sigma 0.1-0.3, ClipUp max speed 0.6) and the papers' population 4 + 3 ln d
@@ -305,23 +326,97 @@ _TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "snes": {"size": 17, "sigma": 0.25},
         "sepcma": {"size": 17, "sigma": 0.25},
     },
+    "episodic": {  # any other episodic task (gym:ENV_ID)
+        "evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16},
+        "rolling": {"sigma": 0.1, "lr": 0.3, "lr_decay": 1.0, "size": 16},
+        "openes": {"sigma": 0.1, "lr": 0.05, "size": 16},
+    },
     "teacher": {"sgd": {"lr": 0.01}},
 }
+
+
+#: Fields of the :class:`~evograd.noise.Mutation` that a method building one (its settings have the
+#: mutation's ``kind`` and ``sigma``, see :func:`_mutation`) may set beyond its defaults.
+_MUTATION_SETTINGS = ("alpha", "clip", "antithetic")
+
+
+def settings_schema(method: str) -> dict[str, schema.Field]:
+    """The settings ``method`` takes and the types of their values, derived from its defaults.
+
+    A key's types are those of its default on every task (``clip`` is a real number on digits and
+    None on CartPole, so it takes either); a method that builds a mutation also takes the
+    mutation's optional fields, typed as :class:`~evograd.noise.Mutation` declares them. A new
+    method or task therefore needs no schema of its own.
+
+    Raises:
+        ValueError: an unknown method (the message lists the known ones).
+
+    Examples:
+        >>> settings_schema("sgd")["batch_size"].describe()
+        'an integer'
+        >>> settings_schema("evolution")["clip"].describe()
+        'a real number or None'
+    """
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method {method!r} is unknown; allowed {', '.join(METHODS)}")
+    examples = [_DEFAULTS[method], *(task[method] for task in _TASK_DEFAULTS.values() if method in task)]
+    if METHODS[method][0] == "evolution":
+        examples.append(_EPISODIC_DEFAULTS)
+    keys = dict.fromkeys(key for defaults in examples for key in defaults)
+    fields = {key: schema.infer(f"{method}.{key}", [d[key] for d in examples if key in d]) for key in keys}
+    if {"kind", "sigma"} <= keys.keys():
+        for key, declared in schema.from_hints(Mutation, _MUTATION_SETTINGS, prefix=f"{method}.").items():
+            fields[key] = schema.Field(declared.name, declared.kinds | (fields[key].kinds if key in fields else set()))
+    return fields
 
 
 def settings_for(method: str, task: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The method's hyperparameters on ``task``: defaults, then task defaults, then ``overrides``.
 
+    ``overrides`` are checked against :func:`settings_schema`: unknown keys and values of the wrong
+    type are refused (ranges are checked by :func:`check_method`, which builds the method).
+
     Raises:
-        ValueError: an unknown method, or an override key the method does not have.
+        TypeError: an override of the wrong type, or overrides that are not a mapping.
+        ValueError: an unknown method, an override key the method does not have (the message lists
+            the keys it has), NaN or infinity.
     """
-    if method not in METHODS:
-        raise ValueError(f"method {method!r} is unknown; allowed {', '.join(METHODS)}")
-    settings = {**_DEFAULTS[method], **_TASK_DEFAULTS.get(task, {}).get(method, {})}
-    for key, value in (overrides or {}).items():
-        if key not in settings and key not in ("alpha", "clip", "antithetic"):
-            raise ValueError(f"{method} has no setting {key!r}; it has {', '.join(sorted(settings))}")
-        settings[key] = value
+    schema_fields = settings_schema(method)  # refuses an unknown method
+    episodic = is_episodic(task) and METHODS[method][0] == "evolution"
+    task_defaults = _TASK_DEFAULTS.get(task, _TASK_DEFAULTS["episodic"] if is_episodic(task) else {})
+    settings = {**_DEFAULTS[method], **(_EPISODIC_DEFAULTS if episodic else {}), **task_defaults.get(method, {})}
+    # the keys this method has on this task (episodes only on an episodic one), and its mutation's
+    fields = {key: f for key, f in schema_fields.items() if key in settings or key in _MUTATION_SETTINGS}
+    settings.update(schema.check(fields, {} if overrides is None else overrides, method))
+    return settings
+
+
+def _prepare(task: Task, method: str, seed: int, settings: dict, device: str) -> tuple[nn.Module, harness.Step] | None:
+    """The model and the training step of ``method`` on ``task``; None where the method cannot train on it."""
+    family, build = METHODS[method]
+    if family == "backprop" and task.episodic:
+        return None
+    model = task.make_model(seed).to(device)
+    return model, build(task, {**settings, "seed": seed, "device": torch.device(device)}, model)
+
+
+def check_method(task: Task, method: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`settings_for`, then the method built once on the CPU (nothing trained), so that every
+    value is checked by the configs it builds (a strategy's ``size``, a minibatch's ``batch_size``,
+    a torch optimizer's ``lr``) before a run starts.
+
+    Returns:
+        The method's settings on ``task``.
+
+    Raises:
+        TypeError: a setting of the wrong type.
+        ValueError: an unknown method or key, or a value out of range (the message starts with the method).
+    """
+    settings = settings_for(method, task.name, overrides)
+    try:
+        _prepare(task, method, 0, settings, "cpu")
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{method} settings: {err}") from err
     return settings
 
 
@@ -334,11 +429,21 @@ def run_method(
     overrides: dict[str, Any] | None = None,
     device: str = "cpu",
     progress: Callable[[float, str], None] | None = None,
+    logger: Logger | None = None,
 ) -> RunResult:
-    """Train ``method`` on ``task`` from seed ``seed`` until ``budget`` is spent."""
+    """Train ``method`` on ``task`` from seed ``seed`` until ``budget`` is spent.
+
+    Args:
+        task, method, seed, budget: what to train, how, from which seed, for how long.
+        overrides: settings replacing the method's defaults.
+        device: where the model and data live.
+        progress: ``progress(fraction, status)`` after each measurement.
+        logger: gets each measurement as it is made (:func:`evograd.harness.point_record`, tagged
+            with ``method`` and ``seed``).
+    """
     settings = settings_for(method, task.name, overrides)
-    family, build = METHODS[method]
-    if family == "backprop" and task.episodic:
+    prepared = _prepare(task, method, seed, settings, device)
+    if prepared is None:
         return RunResult(
             method,
             seed,
@@ -348,9 +453,15 @@ def run_method(
             0.0,
             note=f"skipped: {method} needs a gradient, and {task.name} is an episodic task",
         )
-    model = task.make_model(seed).to(device)
-    step = build(task, {**settings, "seed": seed, "device": torch.device(device)}, model)
-    recorder = harness.Recorder(lambda: task.metric(model), budget, progress=progress, label=task.metric_name)
+    model, step = prepared
+    recorder = harness.Recorder(
+        lambda: task.metric(model),
+        budget,
+        progress=progress,
+        label=task.metric_name,
+        logger=logger,
+        tags={"method": method, "seed": seed},
+    )
     run = harness.train(step, recorder)
     return RunResult(method, seed, settings, run.curve, run.fe, run.seconds)
 
@@ -363,26 +474,57 @@ def compare(
     *,
     overrides: dict[str, dict[str, Any]] | None = None,
     device: str = "cpu",
-    progress_factory: Callable[[str], Callable[[float, str], None]] | None = None,
+    board: Board | None = None,
+    logger: Logger | None = None,
+    store: RunStore | None = None,
 ) -> list[RunResult]:
-    """Every method on every seed, in that order."""
+    """Every method on every seed, in that order.
+
+    Args:
+        task, methods, seeds, budget: what to compare, on which seeds, for how long each.
+        overrides: per method, settings replacing its defaults.
+        device: where models and data live.
+        board: the progress display (a run taken from ``store`` counts as skipped).
+        logger: gets every measurement as it is made; a run taken from ``store`` is replayed into
+            it, so the log of a resumed comparison holds every run.
+        store: finished runs: each run is saved there when it finishes, and a run already there
+            is loaded instead of trained (resume). Its settings must be the ones asked for now.
+
+    Raises:
+        ValueError: an unknown method or setting, or a stored run whose settings differ.
+    """
     for method in methods:
         settings_for(method, task.name, (overrides or {}).get(method))  # fail before any training
     results = []
     for method in methods:
         for seed in seeds:
-            progress = progress_factory(f"{method} seed {seed}") if progress_factory else None
-            results.append(
-                run_method(
+            label = f"{method} seed {seed}"
+            stored = None if store is None else store.load(f"{method}-seed{seed}")
+            if stored is not None:
+                result = RunResult.from_dict(stored)
+                expected = settings_for(method, task.name, (overrides or {}).get(method))
+                if result.settings != expected:
+                    raise ValueError(
+                        f"{store.folder}/{result.name}.json was run with settings {result.settings}, not {expected}"
+                    )
+                if board is not None:
+                    board.skip(label)
+                for point in result.curve if logger is not None else ():
+                    logger.log(harness.point_record(point, task.metric_name, {"method": method, "seed": seed}))
+            else:
+                result = run_method(
                     task,
                     method,
                     seed,
                     budget,
                     overrides=(overrides or {}).get(method),
                     device=device,
-                    progress=progress,
+                    progress=None if board is None else board.start(label),
+                    logger=logger,
                 )
-            )
+                if store is not None:
+                    store.save(result.name, dataclasses.asdict(result))
+            results.append(result)
     return results
 
 
@@ -462,7 +604,14 @@ def table(task: Task, rows: list[dict[str, Any]]) -> str:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``["rolling.lr=0.1", "sgd.momentum=0"]`` → ``{"rolling": {"lr": 0.1}, "sgd": {"momentum": 0}}``."""
+    """``["rolling.lr=0.1", "sgd.momentum=0"]`` → ``{"rolling": {"lr": 0.1}, "sgd": {"momentum": 0}}``.
+
+    Values are Python literals (``0.1``, ``None``, ``True``, ``'cauchy'``), ``nan`` or ``inf``, or
+    else bare words (``cauchy``); :func:`settings_for` checks them against the method's schema.
+
+    Raises:
+        ValueError: an item that is not ``METHOD.KEY=VALUE``.
+    """
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         name, _, raw = item.partition("=")
@@ -472,7 +621,10 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            value = raw  # a bare word such as a mutation kind
+            try:
+                value = float(raw)  # nan, inf: refused by the schema with the field named
+            except ValueError:
+                value = raw  # a bare word such as a mutation kind
         out.setdefault(method, {})[key] = value
     return out
 

@@ -29,7 +29,7 @@ from evograd.evaluate import ChunkedEvaluator
 
 __all__ = ["require_cupy", "to_cupy", "to_torch", "CupyEvaluator"]
 
-_INSTALL = "pip install 'evograd[gpu]' (CuPy for your CUDA version, e.g. cupy-cuda12x)"
+_INSTALL = "pip install 'evograd-torch[gpu]' (CuPy for your CUDA version, e.g. cupy-cuda12x)"
 
 
 def require_cupy() -> ModuleType:

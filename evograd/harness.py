@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from evograd import directions as D
 from evograd import noise, validate
+from evograd.loggers import Logger
 from evograd.optim import HybridOptimizer
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "Budget",
     "Recorder",
     "Run",
+    "point_record",
     "Minibatches",
     "train",
     "optimizer_step",
@@ -68,6 +70,17 @@ Progress = Callable[[float, str], None]
 """``progress(fraction of the budget spent, status line)``."""
 Point = tuple[int, float, float]
 """One measurement: ``(FE spent, training seconds, metric)``."""
+
+
+def point_record(point: Point, label: str, tags: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A measurement as a logger record: the run's ``tags``, then ``fe``, ``seconds`` and ``label``.
+
+    Examples:
+        >>> point_record((1200, 0.5, 0.93), "test accuracy", {"method": "adam", "seed": 0})
+        {'method': 'adam', 'seed': 0, 'fe': 1200, 'seconds': 0.5, 'test accuracy': 0.93}
+    """
+    fe, seconds, value = point
+    return {**(tags or {}), "fe": fe, "seconds": seconds, label: value}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,7 +145,10 @@ class Recorder:
         budget: what the run may spend.
         stop: ``stop(metric) -> bool``, to end the run early (e.g. at 100% training accuracy).
         progress: called with ``(fraction, status)`` after each measurement.
-        label: the metric's name in the progress status.
+        label: the metric's name in the progress status and the logged records.
+        logger: an :class:`evograd.loggers.Logger` that gets each measurement as it is made, as
+            :func:`point_record` of ``tags``.
+        tags: what names the run in the logged records (e.g. ``{"method": "adam", "seed": 0}``).
 
     Attributes:
         fe: forward-pass equivalents spent so far.
@@ -148,8 +164,11 @@ class Recorder:
         stop: Callable[[float], bool] | None = None,
         progress: Progress | None = None,
         label: str = "metric",
+        logger: Logger | None = None,
+        tags: Mapping[str, Any] | None = None,
     ) -> None:
         self.metric, self.budget, self.stop, self.progress, self.label = metric, budget, stop, progress, label
+        self.logger, self.tags = logger, dict(tags or {})
         self.fe, self.stopped = 0, False
         self.curve: list[Point] = []
         self._points = budget.schedule()
@@ -189,6 +208,8 @@ class Recorder:
         value = float(self.metric())
         self.curve.append((self.fe, self.seconds, value))
         self.stopped = self.stop is not None and bool(self.stop(value))
+        if self.logger is not None:
+            self.logger.log(point_record(self.curve[-1], self.label, self.tags))
         self._measuring += time.perf_counter() - start
         if self.progress is not None:
             self.progress(1.0 if self.stopped else self.fraction(), f"{self.label} {value:.4g}")

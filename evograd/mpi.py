@@ -67,7 +67,15 @@ from torch import nn
 
 from evograd import noise, tree
 from evograd.evaluate import ChunkedEvaluator
-from evograd.protocols import Batch, Evaluator, ModelEvaluator, ParamsLoss, VectorEvaluator, VectorLoss
+from evograd.protocols import (
+    Batch,
+    Evaluator,
+    ModelEvaluator,
+    ParamsLoss,
+    StatisticsEvaluator,
+    VectorEvaluator,
+    VectorLoss,
+)
 
 __all__ = [
     "MPIEvaluator",
@@ -87,7 +95,7 @@ def _mpi() -> Any:
         from mpi4py import MPI
     except (ImportError, RuntimeError) as err:  # RuntimeError: mpi4py found, no MPI library to load
         raise ImportError(
-            "evograd.mpi needs mpi4py and an MPI library: pip install 'evograd[mpi]' "
+            "evograd.mpi needs mpi4py and an MPI library: pip install 'evograd-torch[mpi]' "
             "(on a cluster, pip install mpi4py against the system MPI instead; see "
             f"mpi/README.rst). Import failed with: {err}"
         ) from err
@@ -256,7 +264,10 @@ class MPIEvaluator:
     minibatch, stay in step on every rank. The batch must therefore be the same on every rank:
     derive it from ``(seed, generation)`` (``set_batch(...)`` each generation) or from a generator
     seeded identically on every rank. The ranks then all-gather the fitness values (``Allgatherv``
-    of float64, exact for every float dtype) and the rank's forward-pass count.
+    of float64, exact for every float dtype) and the rank's forward-pass count. A local
+    :class:`~evograd.protocols.StatisticsEvaluator` (e.g. episodes with observation normalization)
+    also sends each member's row of statistics with its fitness, and every rank merges the whole
+    population's rows in member order (``local.absorb``): the same bits as one process.
 
     The wrapper declares what it wraps (docs/design.rst, contract 9): ``MPIEvaluator(local)`` is an
     :class:`MPIModelEvaluator` when ``local`` is a :class:`~evograd.protocols.ModelEvaluator`, an
@@ -338,21 +349,31 @@ class MPIEvaluator:
         self._warn_if_unbalanced(n, shares)
         mine = shares[self.rank]
         before = self.local.forward_passes
-        fitness = self.local(center, seeds[mine.start : mine.stop], mutation)  # (len(mine),)
+        if isinstance(self.local, StatisticsEvaluator):  # rows of statistics travel with the fitness
+            fitness, rows = self.local.evaluate(center, seeds[mine.start : mine.stop], mutation)
+            width = self.local.statistics_width
+        else:
+            fitness, rows, width = self.local(center, seeds[mine.start : mine.stop], mutation), None, 0
 
-        # --- all-gather: each rank sends its fitness followed by the forward passes it spent
-        send = np.empty(len(mine) + 1, dtype=np.float64)
-        send[:-1] = fitness.detach().cpu().double().numpy()
+        # --- all-gather: each rank sends its fitness, its members' rows, then the forward passes it spent
+        send = np.empty(len(mine) * (1 + width) + 1, dtype=np.float64)
+        send[: len(mine)] = fitness.detach().cpu().double().numpy()
+        if width:
+            send[len(mine) : -1] = rows.detach().cpu().double().numpy().reshape(-1)
         send[-1] = self.local.forward_passes - before
-        counts = [len(share) + 1 for share in shares]
-        offsets = [share.start + r for r, share in enumerate(shares)]
-        gathered = np.empty(n + self.size, dtype=np.float64)
+        counts = [len(share) * (1 + width) + 1 for share in shares]
+        offsets = [share.start * (1 + width) + r for r, share in enumerate(shares)]
+        gathered = np.empty(n * (1 + width) + self.size, dtype=np.float64)
         self.comm.Allgatherv(send, [gathered, counts, offsets, MPI.DOUBLE])
 
-        spent = [offset + count - 1 for offset, count in zip(offsets, counts)]
+        parts = [gathered[offset : offset + count] for offset, count in zip(offsets, counts)]
         self.evaluations += n
-        self.forward_passes += int(gathered[spent].sum())
-        return torch.from_numpy(np.delete(gathered, spent)).to(device=fitness.device, dtype=fitness.dtype)
+        self.forward_passes += int(sum(part[-1] for part in parts))
+        if rows is not None:  # every rank merges the whole population's rows, in member order
+            everyone = [part[len(share) : -1].reshape(len(share), width) for part, share in zip(parts, shares)]
+            self.local.absorb(torch.from_numpy(np.concatenate(everyone)))
+        everything = np.concatenate([part[: len(share)] for part, share in zip(parts, shares)])
+        return torch.from_numpy(everything).to(device=fitness.device, dtype=fitness.dtype)
 
     def _warn_if_unbalanced(self, n: int, shares: list[range]) -> None:
         """Warn once, on the first call, when a block is larger than a fair share of the population."""

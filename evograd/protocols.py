@@ -16,6 +16,10 @@ Evaluators:
   (forward gradients, SPSA).
 * :class:`VectorEvaluator`: an evaluator of a function of flat parameter vectors, which offers that
   function for one vector (``vector_objective``).
+* :class:`StatisticsEvaluator`: an evaluator that learns from what it evaluates (the running
+  observation statistics of :class:`~evograd.tasks.rl.EpisodeEvaluator`): each member yields a
+  row of statistics, and the rows of a population are merged in member order, which keeps MPI
+  ranks bit-identical.
 
 Strategies:
 
@@ -37,7 +41,15 @@ from torch import Tensor, nn
 
 from evograd.noise import Mutation
 
-__all__ = ["Evaluator", "ModelEvaluator", "VectorEvaluator", "State", "Strategy", "GradientEstimator"]
+__all__ = [
+    "Evaluator",
+    "ModelEvaluator",
+    "VectorEvaluator",
+    "StatisticsEvaluator",
+    "State",
+    "Strategy",
+    "GradientEstimator",
+]
 
 #: ``(inputs, targets, ...)``, a tensor of inputs, or a callable returning either (a fresh minibatch per call).
 Batch = Any
@@ -106,6 +118,33 @@ class VectorEvaluator(Evaluator, Protocol):
         ``loss(vector)`` is differentiable when the function is written in torch, and counts
         nothing: the caller charges its cost.
         """
+        ...
+
+
+@runtime_checkable
+class StatisticsEvaluator(Evaluator, Protocol):
+    """An evaluator whose members also yield statistics that update its state (e.g. observation normalization).
+
+    A call scores the members and merges their statistics before it returns. The two halves are
+    offered apart so that a wrapper can split a population, gather every share's statistics and
+    merge them itself: :class:`~evograd.MPIEvaluator` calls :meth:`evaluate` on each rank's share,
+    all-gathers the fitness and the rows, and calls :meth:`absorb` with the whole population's rows
+    in member order on every rank. A member's row must depend only on the member (its parameters,
+    its seed, the evaluator's state before the call), never on which members share its chunk or
+    rank, so the merged state is the same bit for bit on any number of ranks.
+
+    Attributes:
+        statistics_width: floats in one member's row (0: the evaluator learns nothing this way).
+    """
+
+    statistics_width: int
+
+    def evaluate(self, center: Tensor, seeds: Tensor, mutation: Mutation) -> tuple[Tensor, Tensor]:
+        """(n,) fitness and (n, statistics_width) float64 rows, one per member in order; nothing merged."""
+        ...
+
+    def absorb(self, statistics: Tensor) -> None:
+        """Merge a whole population's (n, statistics_width) rows, in member order, into the evaluator's state."""
         ...
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pathlib
 import time
 from collections.abc import Callable
 
@@ -25,7 +26,7 @@ import torch
 from torch.nn import functional as F
 
 import evograd
-from evograd import checkpoint, flat, noise, tasks
+from evograd import checkpoint, flat, loggers, noise, tasks
 from evograd.mpi import MPIEvaluator
 
 BATCH_SALT = 0xBA7C4  # minibatch indices use their own stream of (seed, generation)
@@ -116,11 +117,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint, if any")
     parser.add_argument("--sync-every", type=int, default=100, help="compare the ranks' states this often")
     parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument(
+        "--log", nargs="+", default=[], choices=list(loggers.KINDS), help="loggers of the progress lines (rank 0)"
+    )
+    parser.add_argument("--log-dir", default=None, help="folder of the --log files (default: --checkpoint-dir)")
     args = parser.parse_args(argv)
     if args.resume and not args.checkpoint_dir:
         parser.error("--resume needs --checkpoint-dir")
     if args.checkpoint_dir and not args.resume and checkpoint.latest(args.checkpoint_dir) is not None:
         parser.error(f"{args.checkpoint_dir} already holds checkpoints: pass --resume or use another directory")
+    args.log_dir = args.log_dir or args.checkpoint_dir
+    if args.log and not args.log_dir:
+        parser.error("--log needs --log-dir (or --checkpoint-dir)")
+    try:
+        for kind in args.log:
+            loggers.require(kind)
+    except ImportError as err:
+        parser.error(str(err))
     return args
 
 
@@ -147,6 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         if resumed is not None:
             state, spent = resumed.state, resumed.metadata.get("forward_passes", 0)
     log = print if evaluate.rank == 0 else (lambda *a, **k: None)
+    records = loggers.Fanout()  # rank 0 streams its progress lines to the --log files; a resumed run appends
+    if evaluate.rank == 0 and args.log:
+        pathlib.Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+        records = loggers.open_loggers(args.log, args.log_dir, step="generation", append=args.resume)
     log(
         f"{args.task}/{args.strategy}: {evaluate.size} ranks, {strategy.population} members x {state.center.numel()} "
         f"parameters, from generation {state.generation}",
@@ -164,10 +181,20 @@ def main(argv: list[str] | None = None) -> None:
             saver.step(state.generation, state=state, strategy=strategy, metadata={"forward_passes": fe})
         if state.generation % args.log_every == 0 or state.generation == args.generations:
             flat.assign(task.model, state.center)
+            score, seconds = task.score(), time.perf_counter() - start
             log(
-                f"generation {state.generation:6d}  mean loss {metrics['mean']:.4f}  {task.metric} {task.score():.4f}  "
-                f"{fe / 1e6:7.2f}M FE  {time.perf_counter() - start:6.1f}s",
+                f"generation {state.generation:6d}  mean loss {metrics['mean']:.4f}  {task.metric} {score:.4f}  "
+                f"{fe / 1e6:7.2f}M FE  {seconds:6.1f}s",
                 flush=True,
+            )
+            records.log(
+                {
+                    "generation": state.generation,
+                    "mean loss": metrics["mean"],
+                    task.metric: score,
+                    "fe": fe,
+                    "seconds": seconds,
+                }
             )
 
     digest = evaluate.check_sync(state, state.generation, final=True)
@@ -179,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
             metadata={"forward_passes": spent + evaluate.forward_passes},
             final=True,
         )
+    records.close()
     flat.assign(task.model, state.center)
     log(
         f"final {task.metric}: {task.score():.4f}  ranks in sync at generation {state.generation} "

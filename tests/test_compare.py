@@ -66,8 +66,9 @@ def _main(*args: str) -> int:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--task", "imagenet"], "invalid choice"),
-        (["--methods", "lbfgs"], "unknown method 'lbfgs'"),
+        (["--task", "imagenet"], "task='imagenet' is unknown"),
+        (["--task", "gym:Nope-v0"], "task='gym:Nope-v0' is unknown"),
+        (["--methods", "lbfgs"], "method 'lbfgs' is unknown; allowed sgd"),
         (["--budget-fe", "0"], "budget fe=0"),
         (["--budget-seconds", "-1"], "budget seconds=-1"),
         (["--out", "/proc/evograd"], "is not a writable directory"),
@@ -76,8 +77,8 @@ def _main(*args: str) -> int:
         (["--set", "rolling.lr"], "is not METHOD.KEY=VALUE"),
         (["--task", "mnist"], "needs --data-path"),
         (["--task", "mnist", "--data-path", "nowhere"], "is not a directory"),
-        (["--seeds", "0"], "--seeds 0"),
-        (["--threads", "0"], "--threads 0"),
+        (["--seeds", "0"], "--seeds=0 is out of range"),
+        (["--threads", "0"], "--threads=0 is out of range"),
         (["--budget-fe", "10", "--budget-seconds", "1"], "not both"),
     ],
 )

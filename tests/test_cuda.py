@@ -512,7 +512,7 @@ def test_a_deap_population_is_scored_on_the_gpu():
 
 @pytest.fixture
 def cupy():
-    pytest.importorskip("cupy", reason="needs CuPy: pip install 'evograd[gpu]'")
+    pytest.importorskip("cupy", reason="needs CuPy: pip install 'evograd-torch[gpu]'")
     from evograd import cupy_bridge
 
     return cupy_bridge.require_cupy()

@@ -26,7 +26,7 @@ def fake_cupy(device_count):
 
 def test_without_cupy_the_error_names_the_gpu_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # what an uninstalled module looks like to import
-    with pytest.raises(ImportError, match=r"pip install 'evograd\[gpu\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'evograd-torch\[gpu\]'"):
         CupyEvaluator(lambda x: x.sum(1))
     with pytest.raises(ImportError, match="gpu"):
         cupy_bridge.to_cupy(torch.zeros(2))
@@ -34,12 +34,12 @@ def test_without_cupy_the_error_names_the_gpu_extra(monkeypatch):
 
 def test_without_a_driver_the_error_names_the_gpu_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(RuntimeError("cudaErrorNoDevice")))
-    with pytest.raises(RuntimeError, match=r"no usable CUDA device \(cudaErrorNoDevice\).*evograd\[gpu\]"):
+    with pytest.raises(RuntimeError, match=r"no usable CUDA device \(cudaErrorNoDevice\).*evograd-torch\[gpu\]"):
         cupy_bridge.require_cupy()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message torch gives without a CUDA device")
 def test_without_a_device_torch_sees_the_error_says_so(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(1))
-    with pytest.raises(RuntimeError, match=r"torch sees 0, CuPy 1.*evograd\[gpu\]"):
+    with pytest.raises(RuntimeError, match=r"torch sees 0, CuPy 1.*evograd-torch\[gpu\]"):
         CupyEvaluator(lambda x: x.sum(1))

@@ -65,7 +65,7 @@ def test_alignment_backprop_has_zero_angle(quick_runs):
 def test_bad_seed_count_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys):
     assert cli.main(["experiment", "layers", "--seeds", "0", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--seeds 0" in err
+    assert err.count("\n") == 1 and "--seeds=0 is out of range" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -6,8 +6,10 @@ instead of the suite). The other tests need neither MPI nor mpi4py.
 """
 
 import contextlib
+import csv
 import dataclasses
 import importlib.util
+import json
 import os
 import pathlib
 import shutil
@@ -20,7 +22,7 @@ import types
 import pytest
 import torch
 
-from evograd import FunctionEvaluator, Mutation, OpenES, checkpoint
+from evograd import FunctionEvaluator, Mutation, OpenES, checkpoint, flat, noise
 from evograd.mpi import MPIEvaluator, split, state_digest
 from evograd.tasks import mlp
 
@@ -93,7 +95,7 @@ def test_split_refuses_bad_arguments(kwargs, name):
 def test_missing_mpi_names_the_extra(monkeypatch):
     sphere = FunctionEvaluator(lambda x: (x**2).sum(1))
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # not installed: ImportError
-    with pytest.raises(ImportError, match=r"evograd\[mpi\]"):
+    with pytest.raises(ImportError, match=r"evograd-torch\[mpi\]"):
         MPIEvaluator(sphere)
     no_library = types.ModuleType("mpi4py")  # installed, but no MPI library to load: RuntimeError
 
@@ -102,7 +104,7 @@ def test_missing_mpi_names_the_extra(monkeypatch):
 
     no_library.__getattr__ = fail
     monkeypatch.setitem(sys.modules, "mpi4py", no_library)
-    with pytest.raises(ImportError, match=r"evograd\[mpi\].*cannot load MPI library"):
+    with pytest.raises(ImportError, match=r"evograd-torch\[mpi\].*cannot load MPI library"):
         MPIEvaluator(sphere)
 
 
@@ -124,17 +126,21 @@ def test_state_digest_sees_every_part_of_a_state():
 # with MPI
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("reference") / "reference.pt"
+def single_process(script, out, timeout=120):
+    """What a rank script computes in one process without MPI (its ``--reference`` mode), loaded from ``out``."""
     subprocess.run(
-        [sys.executable, str(SCRIPTS / "spmd_run.py"), "--reference", str(out)],
+        [sys.executable, str(script), "--reference", str(out)],
         check=True,
-        timeout=60,
+        timeout=timeout,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     return torch.load(out)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return single_process(SCRIPTS / "spmd_run.py", tmp_path_factory.mktemp("reference") / "reference.pt", timeout=60)
 
 
 @pytest.mark.slow
@@ -165,14 +171,7 @@ def test_the_hybrid_optimizer_over_mpi_equals_one_process_for_every_source(tmp_p
     single-process run bit for bit, and reports the same FE: the algorithmic cost, counted once.
     """
     script = SCRIPTS / "hybrid_run.py"
-    subprocess.run(
-        [sys.executable, str(script), "--reference", str(tmp_path / "reference.pt")],
-        check=True,
-        timeout=120,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    reference = torch.load(tmp_path / "reference.pt")
+    reference = single_process(script, tmp_path / "reference.pt")
     assert len(reference) == 8
     for ranks in (1, 2, 3):
         code, out = mpirun(ranks, script, tmp_path / f"hybrid-{ranks}.pt", timeout=120)
@@ -272,3 +271,113 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result_and_truncation_is_refu
     code, out = mpirun(1, TRAIN, *TRAIN_ARGS, "--generations", target + 10, "--checkpoint-dir", broken, "--resume")
     assert code != 0
     assert f"{newest} cannot be read: it is truncated" in out, out
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_train_streams_its_progress_to_loggers_from_rank_0_only(tmp_path):
+    code, out = mpirun(
+        2, TRAIN, *TRAIN_ARGS, "--generations", 20, "--log-every", 5, "--log", "csv", "jsonl", "--log-dir", tmp_path
+    )
+    assert code == 0, out
+    with open(tmp_path / "log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    printed = [line.split()[1] for line in out.splitlines() if line.startswith("generation")]
+    assert [row["generation"] for row in rows] == printed == ["5", "10", "15", "20"], "one row per line, not per rank"
+    jsonl = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["fe"] for r in jsonl] == [int(row["fe"]) for row in rows] and jsonl[-1]["fe"] > jsonl[0]["fe"]
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+@needs_mpi
+def test_observation_statistics_merge_bit_for_bit_on_1_2_and_3_ranks(tmp_path):
+    """EpisodeEvaluator with obs_norm under MPIEvaluator: every rank sends its members' rows of
+    observation statistics with their fitness, every rank merges all rows in member order, so the
+    fitness of every generation, the center and the running statistics equal one process's, bit for bit."""
+    pytest.importorskip("gymnasium")
+    script = SCRIPTS / "episodes_run.py"
+    reference = single_process(script, tmp_path / "reference.pt")
+    for ranks in (1, 2, 3):
+        code, out = mpirun(ranks, script, tmp_path / f"episodes-{ranks}.pt", timeout=120)
+        assert code == 0, out
+        assert all(f"rank {r} of {ranks} ok" in out for r in range(ranks)), out
+        results = torch.load(tmp_path / f"episodes-{ranks}.pt")
+        for name, want in reference.items():
+            got = results[name]
+            assert torch.equal(got["fitness"], want["fitness"]), (ranks, name)
+            assert torch.equal(got["center"], want["center"]), (ranks, name)
+            assert all(torch.equal(a, b) for a, b in zip(got["statistics"], want["statistics"])), (ranks, name)
+            assert (got["forward_passes"], got["generation"]) == (want["forward_passes"], want["generation"])
+    for want in reference.values():
+        count, _, m2, _ = want["statistics"]
+        assert count == want["forward_passes"] and bool((m2 > 0).all()), "every observation acted on was merged"
+
+
+class _OneRank:
+    """A communicator of one rank whose all-gather is a copy: MPIEvaluator's packing without MPI."""
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 1
+
+    def Allgatherv(self, send, receive):
+        buffer, counts, offsets, _ = receive
+        buffer[offsets[0] : offsets[0] + counts[0]] = send
+
+
+class _Recorder:
+    """A StatisticsEvaluator whose rows are known: member i's row is (seed, i, -i); it records what it absorbs."""
+
+    statistics_width = 3
+    evaluations = forward_passes = 0
+
+    def __init__(self):
+        self.absorbed = []
+
+    def evaluate(self, center, seeds, mutation):
+        self.forward_passes += 2 * len(seeds)
+        rows = torch.stack([seeds.double(), torch.arange(len(seeds)).double(), -torch.arange(len(seeds)).double()], 1)
+        return seeds.double() / 10, rows
+
+    def absorb(self, statistics):
+        self.absorbed.append(statistics)
+
+    def __call__(self, center, seeds, mutation):
+        fitness, rows = self.evaluate(center, seeds, mutation)
+        self.absorb(rows)
+        return fitness
+
+
+def test_statistics_travel_with_the_fitness_and_are_absorbed_once_in_member_order(monkeypatch):
+    import evograd.mpi
+
+    monkeypatch.setattr(evograd.mpi, "_mpi", lambda: types.SimpleNamespace(DOUBLE=None))
+    local = _Recorder()
+    evaluate = MPIEvaluator(local, _OneRank())
+    seeds = torch.arange(5, dtype=torch.int64) * 7
+    fitness = evaluate(torch.zeros(2), seeds, Mutation())
+    assert torch.equal(fitness, seeds.double() / 10) and evaluate.forward_passes == 10
+    (rows,) = local.absorbed
+    assert torch.equal(rows, local.evaluate(None, seeds, None)[1])
+
+
+def test_mpi_of_an_episode_evaluator_on_one_rank_equals_the_evaluator(monkeypatch):
+    pytest.importorskip("gymnasium")
+    import evograd.mpi
+    from evograd import tasks
+
+    monkeypatch.setattr(evograd.mpi, "_mpi", lambda: types.SimpleNamespace(DOUBLE=None))
+    task = tasks.get("pendulum")
+    seeds, mutation = noise.member_seeds(0, 0, 6, antithetic=True), Mutation(sigma=0.2, antithetic=True)
+    runs = []
+    for wrap in (lambda local: local, lambda local: MPIEvaluator(local, _OneRank())):
+        model = task.make_model(0)
+        evaluate = wrap(tasks.EpisodeEvaluator(model, task.environment, seed=0, obs_norm=True, chunk_size=3))
+        fitness = evaluate(flat.flatten(model), seeds, mutation)
+        runs.append((fitness, model[0].mean.clone(), model[0].m2.clone(), evaluate.forward_passes))
+    (fitness, mean, m2, steps), (fitness_mpi, mean_mpi, m2_mpi, steps_mpi) = runs
+    assert torch.equal(fitness, fitness_mpi) and torch.equal(mean, mean_mpi) and torch.equal(m2, m2_mpi)
+    assert steps == steps_mpi == 6 * 200

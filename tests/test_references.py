@@ -19,7 +19,7 @@ OUTSIDE = re.compile(r"DESIGN\.md|\bNOTES\b")
 
 
 def _sources() -> list[pathlib.Path]:
-    found = [ROOT / "README.rst"]
+    found = [ROOT / "README.rst", ROOT / "CHANGELOG.rst"]
     for folder in SCANNED:
         found += sorted(
             p

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,8 +37,9 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from evograd import harness, tasks, validate
+from evograd import harness, loggers, tasks, validate
 from evograd.harness import Progress
+from evograd.loggers import Logger
 
 __all__ = ["Experiment", "Panel", "Outcome", "EXPERIMENTS", "run", "train_classifier", "mean"]
 
@@ -61,7 +63,9 @@ class Experiment:
         name: the command-line name.
         claim: the claim, in one sentence.
         configure: ``configure(quick) -> config`` (JSON-ready; sizes, budgets, default seeds).
-        measure: ``measure(config, seeds, progress) -> numbers`` (JSON-ready).
+        measure: ``measure(config, seeds, progress, logger) -> numbers`` (JSON-ready); it streams
+            what it measures to ``logger`` (:class:`evograd.loggers.Logger`) as it goes, each
+            record naming its sub-run in a ``run`` field.
         table: ``table(numbers) -> rows`` (dicts with the same keys, in column order).
         panels: ``panels(numbers) -> [Panel]``.
         verdict: ``verdict(numbers) -> (holds, line)``, a pure function of the numbers.
@@ -70,7 +74,7 @@ class Experiment:
     name: str
     claim: str
     configure: Callable[[bool], dict[str, Any]]
-    measure: Callable[[dict[str, Any], list[int], Progress], dict[str, Any]]
+    measure: Callable[[dict[str, Any], list[int], Progress, Logger], dict[str, Any]]
     table: Callable[[dict[str, Any]], list[dict[str, Any]]]
     panels: Callable[[dict[str, Any]], list[Panel]]
     verdict: Callable[[dict[str, Any]], tuple[bool, str]]
@@ -104,6 +108,8 @@ def train_classifier(
     gradient: bool = True,
     on: str = "test",
     stop: Callable[[float], bool] | None = None,
+    logger: Logger | None = None,
+    run: str = "",
 ) -> harness.Run:
     """Train a classifier through the harness, measuring its accuracy along the way.
 
@@ -122,6 +128,8 @@ def train_classifier(
         gradient: whether a HybridOptimizer's direction needs the loss closure.
         on: the set accuracy is measured on, ``"test"`` or ``"train"``.
         stop: ends the run early when it holds for the measured accuracy.
+        logger: gets every measurement as it is made, tagged ``{"run": run}``.
+        run: the name of this training run in the logged records.
 
     Raises:
         ValueError: ``on`` is neither ``"test"`` nor ``"train"``.
@@ -130,23 +138,35 @@ def train_classifier(
     x, y = (split.test_x, split.test_y) if on == "test" else (split.train_x, split.train_y)
     batches = harness.Minibatches(split.train_x, split.train_y, batch_size, seed)
     step = harness.optimizer_step(optimizer, model, F.cross_entropy, batches, gradient=gradient)
-    recorder = harness.Recorder(lambda: harness.accuracy(model, x, y), harness.Budget(fe=fe, points=20), stop=stop)
+    recorder = harness.Recorder(
+        lambda: harness.accuracy(model, x, y),
+        harness.Budget(fe=fe, points=20),
+        stop=stop,
+        label=f"{on} accuracy",
+        logger=logger,
+        tags={"run": run},
+    )
     return harness.train(step, recorder)
 
 
 def _plot(panels: list[Panel], title: str, path: pathlib.Path) -> None:
-    """A PNG with one subplot per panel, side by side.
+    """A PNG with one subplot per panel, side by side, each with its legend below it, outside the data.
+
+    Lines get distinct colours, dashes and markers (:func:`evograd.plots.style`), so a line drawn
+    exactly under another (two rules with the same angles) still shows; ``title`` may hold several
+    lines (the claim and the verdict).
 
     Raises:
         ImportError: matplotlib is missing (install the ``plot`` extra).
     """
-    from evograd.plots import pyplot
+    from evograd.plots import pyplot, style
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    rows = title.count("\n") + 1
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.6 + 0.2 * rows), squeeze=False)
     for ax, panel in zip(axes[0], panels):
-        for label, (xs, ys) in panel.lines.items():
-            ax.plot(xs, ys, marker="o", markersize=3, label=label)
+        for index, (label, (xs, ys)) in enumerate(panel.lines.items()):
+            ax.plot(xs, ys, label=label, **style(index))
         if panel.logx:
             ax.set_xscale("log", base=2)
         else:
@@ -155,11 +175,22 @@ def _plot(panels: list[Panel], title: str, path: pathlib.Path) -> None:
         ax.set_xlabel(panel.xlabel)
         ax.set_ylabel(panel.ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=7)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=min(3, len(panel.lines)), fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _title(name: str, claim: str, verdict: str, width: int) -> str:
+    """The plot's title: the experiment and its claim, then the verdict, wrapped to ``width`` characters.
+
+    Examples:
+        >>> print(_title("layers", "Bottom layers matter.", "claim holds: 0.91 vs 0.88", 40))
+        layers: Bottom layers matter.
+        claim holds: 0.91 vs 0.88
+    """
+    return "\n".join(textwrap.wrap(f"{name}: {claim}", width) + textwrap.wrap(verdict, width))
 
 
 def run(
@@ -171,6 +202,7 @@ def run(
     progress: Progress | None = None,
     command: str = "",
     device: str = "cpu",
+    logger: Logger | None = None,
 ) -> Outcome:
     """Run experiment ``name``: measure, print the table and verdict, write JSON, table and PNG.
 
@@ -185,6 +217,7 @@ def run(
         progress: ``progress(fraction, status)``, called as work completes.
         command: the command line that produced the run, recorded in the JSON.
         device: where models and data live (``"cpu"`` or ``"cuda"``); recorded in the config.
+        logger: gets every measurement as the experiment makes it (default: none kept).
 
     Raises:
         ValueError: an unknown experiment, a seed count below 1, or a device torch cannot use.
@@ -200,7 +233,9 @@ def run(
         raise ValueError(f"seeds={n_seeds} is out of range; allowed 1 or more")
     harness.torch_threads(1)
     start = time.perf_counter()
-    measured = experiment.measure(config, list(range(n_seeds)), progress or (lambda fraction, status: None))
+    measured = experiment.measure(
+        config, list(range(n_seeds)), progress or (lambda fraction, status: None), logger or loggers.Fanout()
+    )
     seconds = time.perf_counter() - start
     numbers = json.loads(json.dumps(measured))  # the verdict reads exactly what the JSON holds
     holds, line = experiment.verdict(numbers)
@@ -221,7 +256,8 @@ def run(
     }
     paths[0].write_text(json.dumps(record, indent=1) + "\n")
     paths[1].write_text(f"{table}\n\n{line}\n")
-    _plot(experiment.panels(numbers), f"{name}: {experiment.claim}", paths[2])
+    panels = experiment.panels(numbers)
+    _plot(panels, _title(name, experiment.claim, line, 34 * len(panels)), paths[2])
     print(f"{experiment.claim}\n\n{table}\n\n{line}")
     return Outcome(name, holds, line, table, seconds, paths)
 

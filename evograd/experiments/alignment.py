@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from evograd import feedback, harness, tasks
 from evograd.experiments import Experiment, Panel, Progress, mean
 from evograd.harness import Minibatches, accuracy
+from evograd.loggers import Logger
 
 RULES = ("bp", "fa", "dfa", "sign", "noise")
 
@@ -52,8 +53,13 @@ def _angles(net: torch.nn.Module, rule: str, batch: tuple) -> dict[str, float]:
     }
 
 
-def train_rule(split: tasks.Split, rule: str, depth: int, config: dict, seed: int) -> dict[str, Any]:
-    """Train under ``rule``; return test accuracy and the per-layer angles at each measured epoch."""
+def train_rule(
+    split: tasks.Split, rule: str, depth: int, config: dict, seed: int, logger: Logger | None = None
+) -> dict[str, Any]:
+    """Train under ``rule``; return test accuracy and the per-layer angles at each measured epoch.
+
+    ``logger`` gets the mean hidden-layer angle and the FE spent at each measured epoch.
+    """
     sizes = (split.train_x.shape[1], *(config["width"],) * (depth - 1), 10)
     base = tasks.mlp(sizes, seed=seed).to(split.train_x.device)
     net = base if rule == "bp" else feedback.convert(base, mode=rule, seed=seed)
@@ -62,18 +68,26 @@ def train_rule(split: tasks.Split, rule: str, depth: int, config: dict, seed: in
     batches = Minibatches(split.train_x, split.train_y, config["batch"], seed)
     step = harness.optimizer_step(adam, net, F.cross_entropy, batches)
     steps_per_epoch = len(split.train_x) // config["batch"]
-    epochs, angles = [0], [_angles(net, rule, probe)]
+    epochs, angles, fe = [0], [_angles(net, rule, probe)], 0
+    name = f"depth {depth} {rule} seed {seed}"
+
+    def log(epoch: int) -> None:
+        if logger is not None:
+            logger.log({"run": name, "epoch": epoch, "fe": fe, "angle": mean(list(angles[-1].values()))})
+
+    log(0)
     for epoch in range(1, config["epochs"] + 1):
         for _ in range(steps_per_epoch):
-            step()
+            fe += step()
         if epoch % config["every"] == 0 or epoch == config["epochs"]:
             epochs.append(epoch)
             angles.append(_angles(net, rule, probe))
+            log(epoch)
     layers = {name: [a[name] for a in angles] for name in angles[0]}
     return {"test_accuracy": accuracy(net, split.test_x, split.test_y), "epochs": epochs, "angles": layers}
 
 
-def measure(config: dict, seeds: list[int], progress: Progress) -> dict[str, Any]:
+def measure(config: dict, seeds: list[int], progress: Progress, logger: Logger) -> dict[str, Any]:
     """Every rule × depth × seed."""
     split, records = tasks.digits().to(config["device"]), []
     total = len(RULES) * len(config["depths"]) * len(seeds)
@@ -81,7 +95,7 @@ def measure(config: dict, seeds: list[int], progress: Progress) -> dict[str, Any
         for rule in RULES:
             for seed in seeds:
                 records.append(
-                    {"depth": depth, "rule": rule, "seed": seed, **train_rule(split, rule, depth, config, seed)}
+                    {"depth": depth, "rule": rule, "seed": seed, **train_rule(split, rule, depth, config, seed, logger)}
                 )
                 progress(len(records) / total, f"depth {depth} {rule} seed {seed}")
     return {"depths": config["depths"], "seeds": len(seeds), "epochs": config["epochs"], "runs": records}

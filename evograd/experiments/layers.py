@@ -28,6 +28,7 @@ from evograd import tasks
 from evograd.evaluate import VmapEvaluator
 from evograd.experiments import Experiment, Panel, Progress, mean, train_classifier
 from evograd.harness import evolution, unit
+from evograd.loggers import Logger
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
 from evograd.strategies import RollingImprovement
@@ -77,7 +78,7 @@ def _optimizer(arm: str, model: torch.nn.Module, config: dict, seed: int) -> tup
     return HybridOptimizer(groups, bp, lr=config["lr"], evaluator=evaluator), True
 
 
-def measure(config: dict, seeds: list[int], progress: Progress) -> dict[str, Any]:
+def measure(config: dict, seeds: list[int], progress: Progress, logger: Logger) -> dict[str, Any]:
     """Every arm × seed at the same FE budget."""
     split, runs = tasks.digits().to(config["device"]), []
     total = len(ARMS) * len(seeds)
@@ -86,7 +87,15 @@ def measure(config: dict, seeds: list[int], progress: Progress) -> dict[str, Any
             model = tasks.mlp((64, *(config["width"],) * (config["depth"] - 1), 10), seed=seed).to(config["device"])
             optimizer, gradient = _optimizer(arm, model, config, seed)
             run = train_classifier(
-                model, optimizer, split, batch_size=config["batch"], seed=seed, fe=config["fe"], gradient=gradient
+                model,
+                optimizer,
+                split,
+                batch_size=config["batch"],
+                seed=seed,
+                fe=config["fe"],
+                gradient=gradient,
+                logger=logger,
+                run=f"{arm} seed {seed}",
             )
             runs.append(
                 {

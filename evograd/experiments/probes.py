@@ -31,6 +31,7 @@ from evograd import flat, harness, noise, tasks
 from evograd.evaluate import VmapEvaluator
 from evograd.experiments import Experiment, Panel, Progress, mean, train_classifier
 from evograd.harness import Minibatches, evolution
+from evograd.loggers import Logger
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
 from evograd.strategies import RollingImprovement
@@ -86,7 +87,7 @@ def probe_cosines(
     return found
 
 
-def _cosine_records(config: dict, seeds: list[int], tick) -> list[dict]:
+def _cosine_records(config: dict, seeds: list[int], tick, logger: Logger) -> list[dict]:
     records = []
     for task in config["tasks"]:
         split = _data(task, config["device"])
@@ -118,11 +119,15 @@ def _cosine_records(config: dict, seeds: list[int], tick) -> list[dict]:
                             }
                             for w, c in found.items()
                         ]
+                        for w, c in found.items():
+                            run = f"{task} depth {depth} seed {seed} {kind} {w}"
+                            cosines = {f"cosine@{n}": v for n, v in zip(config["ns"], c)}
+                            logger.log({"run": run, "step": point, **cosines})
                     tick(f"{task} depth {depth} seed {seed} step {point}")
     return records
 
 
-def _training_records(config: dict, seeds: list[int], tick) -> list[dict]:
+def _training_records(config: dict, seeds: list[int], tick, logger: Logger) -> list[dict]:
     split, records = _data("digits", config["device"]), []
     budget = config["train"]
     for kind in KINDS:
@@ -149,6 +154,8 @@ def _training_records(config: dict, seeds: list[int], tick) -> list[dict]:
                     fe=budget["fe"],
                     gradient=False,
                     on="train",
+                    logger=logger,
+                    run=f"train {kind} {weighting} seed {seed}",
                 )
                 records.append(
                     {"kind": kind, "weighting": weighting, "seed": seed, "train_accuracy": run.final, "fe": run.fe}
@@ -157,7 +164,7 @@ def _training_records(config: dict, seeds: list[int], tick) -> list[dict]:
     return records
 
 
-def measure(config: dict, seeds: list[int], progress: Progress) -> dict[str, Any]:
+def measure(config: dict, seeds: list[int], progress: Progress, logger: Logger) -> dict[str, Any]:
     """Cosines for every task × depth × seed × point × kind × weighting × n, then equal-FE training."""
     total = (len(config["tasks"]) * len(config["depths"]) * len(config["points"]) + len(KINDS) * len(WEIGHTINGS)) * len(
         seeds
@@ -173,8 +180,8 @@ def measure(config: dict, seeds: list[int], progress: Progress) -> dict[str, Any
         "verdict_n": config["verdict_n"],
         "depths": config["depths"],
         "seeds": len(seeds),
-        "cosines": _cosine_records(config, seeds, tick),
-        "training": _training_records(config, seeds, tick),
+        "cosines": _cosine_records(config, seeds, tick, logger),
+        "training": _training_records(config, seeds, tick, logger),
         "train_fe": config["train"]["fe"],
         "train_depth": config["train"]["depth"],
     }

@@ -27,6 +27,7 @@ from evograd import tasks
 from evograd.evaluate import VmapEvaluator
 from evograd.experiments import Experiment, Panel, Progress, mean, train_classifier
 from evograd.harness import evolution, unit
+from evograd.loggers import Logger
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
 from evograd.strategies import RollingImprovement
@@ -71,7 +72,7 @@ def _thin(curve: list, points: int) -> list:
     return curve[: -1 : max(1, len(curve) // points)] + curve[-1:]
 
 
-def fit(method: str, shuffled: bool, config: dict, seed: int) -> dict[str, Any]:
+def fit(method: str, shuffled: bool, config: dict, seed: int, logger: Logger | None = None) -> dict[str, Any]:
     """Full-batch training until 100% training accuracy or the method's FE cap."""
     split = subset(config["n_train"], shuffled=shuffled, seed=seed).to(config["device"])
     model = tasks.mlp((64, config["hidden"], 10), seed=seed).to(config["device"])
@@ -85,6 +86,8 @@ def fit(method: str, shuffled: bool, config: dict, seed: int) -> dict[str, Any]:
         gradient=method != "evolution",
         on="train",
         stop=lambda acc: acc >= 1.0,
+        logger=logger,
+        run=f"{method} {'shuffled' if shuffled else 'true'} labels seed {seed}",
     )
     return {
         "method": method,
@@ -98,13 +101,13 @@ def fit(method: str, shuffled: bool, config: dict, seed: int) -> dict[str, Any]:
     }
 
 
-def measure(config: dict, seeds: list[int], progress: Progress) -> dict[str, Any]:
+def measure(config: dict, seeds: list[int], progress: Progress, logger: Logger) -> dict[str, Any]:
     """Every method × labels × seed."""
     runs, total = [], len(METHODS) * 2 * len(seeds)
     for method in METHODS:
         for shuffled in (False, True):
             for seed in seeds:
-                runs.append(fit(method, shuffled, config, seed))
+                runs.append(fit(method, shuffled, config, seed, logger))
                 progress(len(runs) / total, f"{method} {'shuffled' if shuffled else 'true'} labels seed {seed}")
     return {"n_train": config["n_train"], "caps": config["caps"], "seeds": len(seeds), "runs": runs}
 
