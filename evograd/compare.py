@@ -34,6 +34,7 @@ from evograd.harness import Budget
 from evograd.loggers import Logger
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
+from evograd.optimizers import ClipUp
 from evograd.progress import Board
 from evograd.runstore import RunStore
 from evograd.strategies import PGPE, SNES, OpenES, RollingImprovement, ScaleFreeEvolution, SepCMAES
@@ -135,7 +136,7 @@ def _evolve(make_strategy: Callable[[dict], Any]) -> Method:
                 obs_norm=s["obs_norm"],
             )
         else:
-            evaluator = VmapEvaluator(model, task.loss_fn, _batches(task, s))
+            evaluator = VmapEvaluator(model, task.loss_fn, _batches(task, s), per_pair=s["per_pair"])
         state = strategy.init(flat.flatten(model), seed=s["seed"])
 
         def step() -> int:
@@ -247,6 +248,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "selection": "comma",
         "mu": 16,
         "batch_size": 128,
+        "per_pair": False,
     },
     "rolling": {
         "size": 64,
@@ -261,6 +263,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "sigma_adapt": "none",
         "sigma_lr": 0.1,
         "batch_size": 128,
+        "per_pair": False,
     },
     "openes": {
         "size": 200,
@@ -272,7 +275,10 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "sigma_adapt": "none",
         "sigma_lr": 0.1,
         "batch_size": 32,
+        "per_pair": False,
     },
+    # ClipUp at lr = max_speed / 2 (max_speed None: 2·lr, decaying with it); each antithetic pair on
+    # its own minibatch of 32, ranked within the pairs: 95% test at 0.9-1.5M FE (benchmarks/RESULTS.rst)
     "pgpe": {
         "size": 200,
         "kind": "gaussian",
@@ -282,13 +288,22 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "lr_decay": 0.998,
         "max_speed": None,
         "momentum": 0.9,
-        "ranking": "centered",
+        "ranking": "pairs",
         "sigma_lr": 0.1,
         "sigma_max_change": 0.2,
         "batch_size": 32,
+        "per_pair": True,
     },
-    "snes": {"size": 200, "kind": "gaussian", "sigma": 0.02, "lr": 1.0, "sigma_lr": None, "batch_size": 32},
-    "sepcma": {"size": 200, "kind": "gaussian", "sigma": 0.02, "batch_size": 32},
+    "snes": {
+        "size": 200,
+        "kind": "gaussian",
+        "sigma": 0.02,
+        "lr": 1.0,
+        "sigma_lr": None,
+        "batch_size": 32,
+        "per_pair": False,
+    },
+    "sepcma": {"size": 200, "kind": "gaussian", "sigma": 0.02, "batch_size": 32, "per_pair": False},
     "hybrid": {
         "size": 64,
         "kind": "cauchy",
@@ -314,7 +329,16 @@ _TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16},
         "rolling": {"sigma": 0.1, "clip": 3.0, "lr": 0.3, "lr_decay": 1.0, "size": 16},
         "openes": {"sigma": 0.1, "lr": 0.05, "lr_decay": 1.0, "size": 16},
-        "pgpe": {"size": 10, "sigma": 0.3, "lr": 0.3, "lr_decay": 1.0},
+        # 1 episode per member, observation normalization on: median 7.8k steps (benchmarks/RESULTS.rst)
+        "pgpe": {
+            "size": 10,
+            "sigma": 0.3,
+            "lr": 0.3,
+            "lr_decay": 1.0,
+            "ranking": "centered",
+            "episodes": 1,
+            "obs_norm": True,
+        },
         "snes": {"size": 18, "sigma": 0.2},
         "sepcma": {"size": 18, "sigma": 0.2},
     },
@@ -322,7 +346,17 @@ _TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "evolution": {"sigma": 0.5, "clip": None, "selection": "plus", "mu": 1, "size": 16},
         "rolling": {"sigma": 0.1, "lr": 0.3, "lr_decay": 1.0, "size": 16},
         "openes": {"sigma": 0.1, "lr": 0.05, "lr_decay": 1.0, "size": 16},
-        "pgpe": {"size": 20, "sigma": 0.1, "lr": 0.3, "lr_decay": 1.0},
+        # observation normalization off: Pendulum's observations are bounded, and the running
+        # statistics drift as the policy learns to swing up
+        "pgpe": {
+            "size": 20,
+            "sigma": 0.1,
+            "lr": 0.3,
+            "lr_decay": 1.0,
+            "ranking": "centered",
+            "episodes": 1,
+            "obs_norm": False,
+        },
         "snes": {"size": 17, "sigma": 0.25},
         "sepcma": {"size": 17, "sigma": 0.25},
     },
@@ -334,6 +368,13 @@ _TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "teacher": {"sgd": {"lr": 0.01}},
 }
 
+
+#: Settings whose default is None on every task ("derived": ClipUp's max speed 2·lr, SNES's
+#: sigma rate from the dimension), typed as the class that receives them declares them.
+_DECLARED: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "pgpe": (ClipUp.__init__, ("max_speed",)),
+    "snes": (SNES, ("sigma_lr",)),
+}
 
 #: Fields of the :class:`~evograd.noise.Mutation` that a method building one (its settings have the
 #: mutation's ``kind`` and ``sigma``, see :func:`_mutation`) may set beyond its defaults.
@@ -364,6 +405,9 @@ def settings_schema(method: str) -> dict[str, schema.Field]:
         examples.append(_EPISODIC_DEFAULTS)
     keys = dict.fromkeys(key for defaults in examples for key in defaults)
     fields = {key: schema.infer(f"{method}.{key}", [d[key] for d in examples if key in d]) for key in keys}
+    if method in _DECLARED:
+        source, names = _DECLARED[method]
+        fields.update(schema.from_hints(source, names, prefix=f"{method}."))
     if {"kind", "sigma"} <= keys.keys():
         for key, declared in schema.from_hints(Mutation, _MUTATION_SETTINGS, prefix=f"{method}.").items():
             fields[key] = schema.Field(declared.name, declared.kinds | (fields[key].kinds if key in fields else set()))

@@ -23,13 +23,15 @@ are an :class:`~evograd.protocols.Evaluator`; ``SerialEvaluator`` and ``VmapEval
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from evograd import flat, noise
+from evograd import flat, noise, validate
+from evograd.protocols import MemberBatches
 from evograd.shaping import finite_or_worst
 
 __all__ = [
@@ -289,6 +291,14 @@ class SerialEvaluator(_ModelEvaluator):
         return torch.as_tensor(scores, dtype=torch.float64) if self.fitness is not None else torch.stack(scores)
 
 
+@dataclasses.dataclass
+class _PairBatch:
+    """One call's per-member data (``per_pair=True``): tensors with a leading member axis, consumed chunk by chunk."""
+
+    data: tuple  # (n, batch, ...) each
+    done: int = 0  # members scored so far
+
+
 class VmapEvaluator(_ModelEvaluator):
     """Members scored a chunk at a time with ``torch.func.vmap`` over ``functional_call``.
 
@@ -296,13 +306,30 @@ class VmapEvaluator(_ModelEvaluator):
     vmappable (the ``torch.nn.functional`` losses are) and return a scalar; the model must not draw
     random numbers in its forward (put dropout models in ``eval()`` mode).
 
+    With ``per_pair`` each antithetic pair is scored on its own minibatch: ``batch`` is then a
+    :class:`~evograd.protocols.MemberBatches` (:class:`evograd.harness.Minibatches`) and call
+    number ``g`` scores member ``i`` on ``batch.for_members(g, seeds)[i]``. Both ends of a pair see
+    the same samples, so their difference carries no minibatch noise, while a population of P
+    members averages over P/2 minibatches for the same FE as one shared batch; rank such fitness
+    only within pairs (``PGPE(ranking="pairs")``): losses of different pairs were measured on
+    different data. A member's batch depends on its seed and the call count alone, so MPI ranks
+    agree without exchanging data.
+
     Args:
         model: the network; its trainable parameters define the flat vector.
         loss_fn: ``loss_fn(model(inputs), targets) -> scalar``.
         batch: ``(inputs, targets)``, or a callable returning one per call (a minibatch shared by
-            all members of that call).
+            all members of that call); with ``per_pair`` a :class:`~evograd.protocols.MemberBatches`.
         chunk_size: members per vectorized call; bounds memory to chunk_size × (dim + activations).
             By default :func:`default_chunk_size` of the model's parameters and their device.
+        per_pair: score each antithetic pair on its own minibatch.
+
+    Attributes:
+        generation: calls made so far with ``per_pair`` (the generation whose batches come next);
+            a resumed run sets it back.
+
+    Raises:
+        TypeError: ``per_pair`` not a bool, or with ``per_pair`` a batch that is not a MemberBatches.
 
     Examples:
         >>> import torch
@@ -318,19 +345,79 @@ class VmapEvaluator(_ModelEvaluator):
         self,
         model: nn.Module,
         loss_fn: Callable[..., torch.Tensor],
-        batch: BatchSource | None = None,
+        batch: BatchSource | MemberBatches | None = None,
         *,
         chunk_size: int | None = None,
+        per_pair: bool = False,
     ) -> None:
         if chunk_size is None:
             layout = flat.layout_of(model)
             trainable = next(p for p in model.parameters() if p.requires_grad)
             chunk_size = default_chunk_size(layout.dim, trainable.dtype, trainable.device)
-        super().__init__(model, loss_fn, batch, chunk_size=chunk_size)
+        self.per_pair = validate.flag("per_pair", per_pair)
+        super().__init__(model, loss_fn, self._checked(batch), chunk_size=chunk_size)
+        self.generation = 0
+        self._members: torch.Tensor | None = None
 
-    def _score(self, candidates: torch.Tensor, context: tuple) -> torch.Tensor:
+    def set_batch(self, batch: BatchSource | MemberBatches) -> None:
+        """Score the next calls on ``batch`` (with ``per_pair``, a :class:`~evograd.protocols.MemberBatches`)."""
+        super().set_batch(self._checked(batch))
+
+    def __call__(self, center: torch.Tensor, seeds: torch.Tensor, mutation: noise.Mutation) -> torch.Tensor:
+        """(n,) fitness of ``center`` perturbed by each seed (with ``per_pair``, each pair on its own batch)."""
+        return self._with_members(seeds, lambda: super(VmapEvaluator, self).__call__(center, seeds, mutation))
+
+    def score(self, candidates: torch.Tensor) -> torch.Tensor:
+        """Fitness of explicit (n, dim) candidates; with ``per_pair`` each is a pair of its own."""
+        members = torch.arange(len(candidates), dtype=torch.int64)
+        return self._with_members(members, lambda: super(VmapEvaluator, self).score(candidates))
+
+    def objective(self) -> tuple[Callable[[dict[str, torch.Tensor]], torch.Tensor], int]:
+        """As :meth:`SerialEvaluator.objective`; refused with ``per_pair`` (no batch is shared by all members).
+
+        Raises:
+            ValueError: with ``per_pair``.
+        """
+        if self.per_pair:
+            raise ValueError("per_pair=True gives each pair its own batch: there is no one batch for objective()")
+        return super().objective()
+
+    def _checked(self, batch: Any) -> Any:
+        if self.per_pair and batch is not None and not isinstance(batch, MemberBatches):
+            raise TypeError(
+                f"batch must be a MemberBatches (e.g. evograd.harness.Minibatches) with per_pair=True, "
+                f"got {type(batch).__name__}"
+            )
+        return batch
+
+    def _with_members(self, members: torch.Tensor, scored: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Run the base class's chunk loop with this call's member seeds at hand for :meth:`_begin`."""
+        self._members = members
+        try:
+            return scored()
+        finally:
+            self._members = None
+
+    def _begin(self) -> tuple | _PairBatch:
+        if not self.per_pair:
+            return super()._begin()
+        if self.batch is None:
+            raise ValueError("no batch: pass batch= or call set_batch() before evaluating")
+        data = self.batch.for_members(self.generation, self._members)
+        self.generation += 1
+        return _PairBatch(tuple(data) if isinstance(data, (tuple, list)) else (data,))
+
+    def _samples(self, context: tuple | _PairBatch) -> int:
+        return context.data[0].shape[1] if isinstance(context, _PairBatch) else super()._samples(context)
+
+    def _score(self, candidates: torch.Tensor, context: tuple | _PairBatch) -> torch.Tensor:
         params = flat.stacked(candidates, self.layout)  # name -> (c, *shape)
-        return torch.func.vmap(lambda p: self._loss(p, context))(params)
+        if not isinstance(context, _PairBatch):
+            return torch.func.vmap(lambda p: self._loss(p, context))(params)
+        part = slice(context.done, context.done + len(candidates))
+        context.done += len(candidates)
+        data = [tensor[part] for tensor in context.data]  # (c, batch, ...) each
+        return torch.func.vmap(lambda p, *batch: self._loss(p, batch))(params, *data)
 
 
 class FunctionEvaluator(ChunkedEvaluator):

@@ -7,6 +7,8 @@
 
 The model (a 20-50-1 MLP) is one whose vectorized scores were seen to depend on chunk composition,
 and the population (19 or 18 members in chunks of 4) does not divide evenly by 2 or 3 ranks.
+``pgpe-pairs`` scores each antithetic pair on its own minibatch (``per_pair=True``): the two ends
+of a pair land on different ranks, and every rank must draw the same batch for them.
 Rank runs also check allreduce_mean_ and a passing check_sync.
 """
 
@@ -16,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from evograd import PGPE, SNES, Mutation, OpenES, RollingImprovement, ScaleFreeEvolution, SepCMAES, VmapEvaluator, flat
+from evograd.harness import Minibatches
 from evograd.tasks import mlp
 
 CHUNK = 4
@@ -29,9 +32,11 @@ STRATEGIES = {
         size=18, mutation=Mutation(kind="cauchy", sigma=0.05, clip=3.0, antithetic=True), sigma_adapt="pgpe"
     ),
     "pgpe": lambda: PGPE(size=18, mutation=Mutation(sigma=0.05, antithetic=True), lr=0.05),
+    "pgpe-pairs": lambda: PGPE(size=18, mutation=Mutation(sigma=0.05, antithetic=True), lr=0.05, ranking="pairs"),
     "snes": lambda: SNES(size=18, mutation=Mutation(kind="cauchy", sigma=0.05, clip=3.0)),
     "sepcma": lambda: SepCMAES(size=18, mutation=Mutation(sigma=0.05)),
 }
+PER_PAIR = {"pgpe-pairs"}  # scored with one minibatch (of 16 from the 64 samples) per antithetic pair
 
 
 def run(wrap, device="cpu"):
@@ -41,7 +46,9 @@ def run(wrap, device="cpu"):
         gen = torch.Generator().manual_seed(1)
         batch = (torch.randn(64, 20, generator=gen).to(device), torch.randn(64, 1, generator=gen).to(device))
         model = mlp((20, 50, 1), seed=0).to(device)
-        evaluate = wrap(VmapEvaluator(model, F.mse_loss, batch, chunk_size=CHUNK))
+        if name in PER_PAIR:
+            batch = Minibatches(*batch, batch_size=16, seed=0)
+        evaluate = wrap(VmapEvaluator(model, F.mse_loss, batch, chunk_size=CHUNK, per_pair=name in PER_PAIR))
         strategy = make()
         state = strategy.init(flat.flatten(model), seed=0)
         history = []
