@@ -187,34 +187,90 @@ class ChunkedEvaluator:
         raise NotImplementedError
 
 
+@dataclasses.dataclass
+class _PairBatch:
+    """One call's per-member data (``per_pair=True``): tensors with a leading member axis, consumed chunk by chunk."""
+
+    data: tuple  # (n, batch, ...) each
+    done: int = 0  # members scored so far
+
+
 class _ModelEvaluator(ChunkedEvaluator):
-    """An evaluator of a torch model on a batch ``(inputs, targets)`` shared by every member."""
+    """An evaluator of a torch model on a batch shared by every member, or (``per_pair``) one batch per pair.
+
+    With ``per_pair`` the batch is a :class:`~evograd.protocols.MemberBatches` and call number
+    ``g`` scores member ``i`` on ``batch.for_members(g, seeds)[i]``; :attr:`generation` counts the
+    calls (a resumed run sets it back).
+    """
 
     def __init__(
         self,
         model: nn.Module,
         loss_fn: Callable[..., torch.Tensor] | None,
-        batch: BatchSource | None,
+        batch: BatchSource | MemberBatches | None,
         *,
         chunk_size: int,
+        per_pair: bool = False,
     ) -> None:
         super().__init__(chunk_size=chunk_size, layout=flat.layout_of(model))
         self.model = model
         self.loss_fn = loss_fn
-        self.batch = batch
+        self.per_pair = validate.flag("per_pair", per_pair)
+        self.batch = self._checked(batch)
+        self.generation = 0
+        self._members: torch.Tensor | None = None
 
-    def set_batch(self, batch: BatchSource) -> None:
-        """Score the next calls on ``batch`` (a tuple ``(inputs, targets)`` or a callable returning one)."""
-        self.batch = batch
+    def set_batch(self, batch: BatchSource | MemberBatches) -> None:
+        """Score the next calls on ``batch`` (a tuple ``(inputs, targets)`` or a callable returning one;
+        with ``per_pair`` a :class:`~evograd.protocols.MemberBatches`)."""
+        self.batch = self._checked(batch)
 
-    def _begin(self) -> tuple:
+    def __call__(self, center: torch.Tensor, seeds: torch.Tensor, mutation: noise.Mutation) -> torch.Tensor:
+        """(n,) fitness of ``center`` perturbed by each seed (with ``per_pair``, each pair on its own batch)."""
+        return self._with_members(seeds, lambda: super(_ModelEvaluator, self).__call__(center, seeds, mutation))
+
+    def score(self, candidates: torch.Tensor) -> torch.Tensor:
+        """Fitness of explicit (n, dim) candidates; with ``per_pair`` each is a pair of its own."""
+        members = torch.arange(len(candidates), dtype=torch.int64)
+        return self._with_members(members, lambda: super(_ModelEvaluator, self).score(candidates))
+
+    def _checked(self, batch: Any) -> Any:
+        if self.per_pair and batch is not None and not isinstance(batch, MemberBatches):
+            raise TypeError(
+                f"batch must be a MemberBatches (e.g. evograd.harness.Minibatches) with per_pair=True, "
+                f"got {type(batch).__name__}"
+            )
+        return batch
+
+    def _with_members(self, members: torch.Tensor, scored: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Run the base class's chunk loop with this call's member seeds at hand for :meth:`_begin`."""
+        self._members = members
+        try:
+            return scored()
+        finally:
+            self._members = None
+
+    def _begin(self) -> tuple | _PairBatch:
         if self.batch is None:
             raise ValueError("no batch: pass batch= or call set_batch() before evaluating")
+        if self.per_pair:
+            if self._members is None:
+                raise ValueError("per_pair=True gives each pair its own batch: there is no one batch for objective()")
+            data = self.batch.for_members(self.generation, self._members)
+            self.generation += 1
+            return _PairBatch(tuple(data) if isinstance(data, (tuple, list)) else (data,))
         batch = self.batch() if callable(self.batch) else self.batch
         return batch if isinstance(batch, (tuple, list)) else (batch,)
 
-    def _samples(self, context: tuple) -> int:
-        return len(context[0])
+    def _samples(self, context: tuple | _PairBatch) -> int:
+        return context.data[0].shape[1] if isinstance(context, _PairBatch) else len(context[0])
+
+    @staticmethod
+    def _next_members(context: _PairBatch, n: int) -> list[torch.Tensor]:
+        """The per-member data of the next ``n`` members of a ``per_pair`` call: (n, batch, ...) each."""
+        part = slice(context.done, context.done + n)
+        context.done += n
+        return [tensor[part] for tensor in context.data]
 
     def _fixed_tensors(self) -> dict[str, torch.Tensor]:
         """Buffers and frozen parameters: shared, unperturbed, by every member."""
@@ -229,6 +285,10 @@ class _ModelEvaluator(ChunkedEvaluator):
         the model's own and the model's current values for the rest; it is differentiable
         (``torch.func.jvp`` works through it) and counts nothing: the caller charges its FE. A
         callable batch is drawn once, here, so every call of ``loss`` sees the same data.
+
+        Raises:
+            ValueError: an evaluator built with ``fitness=``, or with ``per_pair`` (no batch is
+                shared by all members).
         """
         if self.loss_fn is None:
             raise ValueError(f"{type(self).__name__} built with fitness= has no loss on a batch")
@@ -248,6 +308,7 @@ class SerialEvaluator(_ModelEvaluator):
     ``loss_fn(model(inputs), targets) -> scalar``; or any fitness of the model:
     ``SerialEvaluator(model, fitness=f)`` with ``f(module) -> float``, called on a private copy of
     the model holding the candidate's parameters (the user's model is never modified).
+    ``per_pair=True`` scores each antithetic pair on its own batch, as :class:`VmapEvaluator` does.
 
     Examples:
         >>> import torch
@@ -267,36 +328,33 @@ class SerialEvaluator(_ModelEvaluator):
         *,
         fitness: Callable[[nn.Module], float] | None = None,
         chunk_size: int = 64,
+        per_pair: bool = False,
     ) -> None:
         if (fitness is None) == (loss_fn is None):
             raise ValueError("pass exactly one of loss_fn (with batch) or fitness")
-        super().__init__(model, loss_fn, batch, chunk_size=chunk_size)
+        if fitness is not None and per_pair is True:
+            raise ValueError("per_pair=True needs loss_fn and a batch source; a fitness function has no batch")
+        super().__init__(model, loss_fn, batch, chunk_size=chunk_size, per_pair=per_pair)
         self.fitness = fitness
         self._work = copy.deepcopy(model) if fitness is not None else None
 
     def _begin(self) -> tuple | None:
         return None if self.fitness is not None else super()._begin()
 
-    def _samples(self, context: tuple | None) -> int:
+    def _samples(self, context: tuple | _PairBatch | None) -> int:
         return 1 if context is None else super()._samples(context)
 
-    def _score(self, candidates: torch.Tensor, context: tuple | None) -> torch.Tensor:
+    def _score(self, candidates: torch.Tensor, context: tuple | _PairBatch | None) -> torch.Tensor:
+        own = self._next_members(context, len(candidates)) if isinstance(context, _PairBatch) else None
         scores = []
-        for candidate in candidates:
+        for j, candidate in enumerate(candidates):
             if self.fitness is not None:
                 flat.assign(self._work, candidate)
                 scores.append(float(self.fitness(self._work)))
             else:
-                scores.append(self._loss(flat.unflatten(candidate, self.layout), context))
+                batch = context if own is None else tuple(tensor[j] for tensor in own)
+                scores.append(self._loss(flat.unflatten(candidate, self.layout), batch))
         return torch.as_tensor(scores, dtype=torch.float64) if self.fitness is not None else torch.stack(scores)
-
-
-@dataclasses.dataclass
-class _PairBatch:
-    """One call's per-member data (``per_pair=True``): tensors with a leading member axis, consumed chunk by chunk."""
-
-    data: tuple  # (n, batch, ...) each
-    done: int = 0  # members scored so far
 
 
 class VmapEvaluator(_ModelEvaluator):
@@ -354,70 +412,14 @@ class VmapEvaluator(_ModelEvaluator):
             layout = flat.layout_of(model)
             trainable = next(p for p in model.parameters() if p.requires_grad)
             chunk_size = default_chunk_size(layout.dim, trainable.dtype, trainable.device)
-        self.per_pair = validate.flag("per_pair", per_pair)
-        super().__init__(model, loss_fn, self._checked(batch), chunk_size=chunk_size)
-        self.generation = 0
-        self._members: torch.Tensor | None = None
-
-    def set_batch(self, batch: BatchSource | MemberBatches) -> None:
-        """Score the next calls on ``batch`` (with ``per_pair``, a :class:`~evograd.protocols.MemberBatches`)."""
-        super().set_batch(self._checked(batch))
-
-    def __call__(self, center: torch.Tensor, seeds: torch.Tensor, mutation: noise.Mutation) -> torch.Tensor:
-        """(n,) fitness of ``center`` perturbed by each seed (with ``per_pair``, each pair on its own batch)."""
-        return self._with_members(seeds, lambda: super(VmapEvaluator, self).__call__(center, seeds, mutation))
-
-    def score(self, candidates: torch.Tensor) -> torch.Tensor:
-        """Fitness of explicit (n, dim) candidates; with ``per_pair`` each is a pair of its own."""
-        members = torch.arange(len(candidates), dtype=torch.int64)
-        return self._with_members(members, lambda: super(VmapEvaluator, self).score(candidates))
-
-    def objective(self) -> tuple[Callable[[dict[str, torch.Tensor]], torch.Tensor], int]:
-        """As :meth:`SerialEvaluator.objective`; refused with ``per_pair`` (no batch is shared by all members).
-
-        Raises:
-            ValueError: with ``per_pair``.
-        """
-        if self.per_pair:
-            raise ValueError("per_pair=True gives each pair its own batch: there is no one batch for objective()")
-        return super().objective()
-
-    def _checked(self, batch: Any) -> Any:
-        if self.per_pair and batch is not None and not isinstance(batch, MemberBatches):
-            raise TypeError(
-                f"batch must be a MemberBatches (e.g. evograd.harness.Minibatches) with per_pair=True, "
-                f"got {type(batch).__name__}"
-            )
-        return batch
-
-    def _with_members(self, members: torch.Tensor, scored: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """Run the base class's chunk loop with this call's member seeds at hand for :meth:`_begin`."""
-        self._members = members
-        try:
-            return scored()
-        finally:
-            self._members = None
-
-    def _begin(self) -> tuple | _PairBatch:
-        if not self.per_pair:
-            return super()._begin()
-        if self.batch is None:
-            raise ValueError("no batch: pass batch= or call set_batch() before evaluating")
-        data = self.batch.for_members(self.generation, self._members)
-        self.generation += 1
-        return _PairBatch(tuple(data) if isinstance(data, (tuple, list)) else (data,))
-
-    def _samples(self, context: tuple | _PairBatch) -> int:
-        return context.data[0].shape[1] if isinstance(context, _PairBatch) else super()._samples(context)
+        super().__init__(model, loss_fn, batch, chunk_size=chunk_size, per_pair=per_pair)
 
     def _score(self, candidates: torch.Tensor, context: tuple | _PairBatch) -> torch.Tensor:
         params = flat.stacked(candidates, self.layout)  # name -> (c, *shape)
         if not isinstance(context, _PairBatch):
             return torch.func.vmap(lambda p: self._loss(p, context))(params)
-        part = slice(context.done, context.done + len(candidates))
-        context.done += len(candidates)
-        data = [tensor[part] for tensor in context.data]  # (c, batch, ...) each
-        return torch.func.vmap(lambda p, *batch: self._loss(p, batch))(params, *data)
+        own = self._next_members(context, len(candidates))  # (c, batch, ...) each
+        return torch.func.vmap(lambda p, *batch: self._loss(p, batch))(params, *own)
 
 
 class FunctionEvaluator(ChunkedEvaluator):

@@ -177,3 +177,14 @@ def test_per_pair_refuses_a_plain_batch_and_objective():
         evaluate.set_batch((batches.x, batches.y))
     with pytest.raises(ValueError, match="objective"):
         evaluate.objective()
+
+
+def test_per_pair_serial_equals_vmap():
+    model, batches = _pair_setup()
+    center, mutation = flat.flatten(model), Mutation(kind="cauchy", sigma=0.1, antithetic=True)
+    seeds = noise.member_seeds(3, 0, 10, antithetic=True)
+    serial = SerialEvaluator(model, F.cross_entropy, batches, per_pair=True, chunk_size=3)(center, seeds, mutation)
+    vmapped = VmapEvaluator(model, F.cross_entropy, batches, per_pair=True, chunk_size=4)(center, seeds, mutation)
+    torch.testing.assert_close(vmapped, serial, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="per_pair"):
+        SerialEvaluator(model, fitness=lambda m: 0.0, per_pair=True)
