@@ -45,8 +45,10 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
         "lr": [0.05, 0.1],
         "lr_decay": [1.0, 0.999],
         "sigma_lr": [0.0, 0.2],
-        "ranking": ["pairs"],
+        "ranking": ["centered"],
+        "per_pair": [False],
         "batch_size": [16, 64],
+        "combined": [{"per_pair": False, "ranking": "centered"}],  # the shared minibatch of every other method
     },
     "openes": {"size": [100], "sigma_adapt": ["pgpe"], "batch_size": [64]},
     "rolling": {
@@ -127,6 +129,13 @@ def at_fe(curve: list, fe: float) -> float:
     return [value for spent, _, value in curve if spent <= fe][-1]
 
 
+def cost(fe: float | None) -> str:
+    """FE or env steps in M from a million on, else in k; ``—`` for never."""
+    if fe is None:
+        return "—"
+    return f"{fe / 1e6:.2f}M" if fe >= 1e6 else f"{fe / 1e3:.1f}k"
+
+
 def summary(records: list[dict], task: tasks.Task) -> list[dict[str, Any]]:
     """One table row per (method, settings): FE to target, per-seed FE, metric at 2M and at the end."""
     groups: dict[tuple, list[dict]] = {}
@@ -143,9 +152,9 @@ def summary(records: list[dict], task: tasks.Task) -> list[dict[str, Any]]:
                 "setting": label(method, json.loads(settings), task.name),
                 "seeds": len(runs),
                 f"FE to {task.target:g}": (
-                    f"{statistics.median(hits) / 1e6:.2f}M ({len(hits)}/{len(runs)})" if hits else f"— (0/{len(runs)})"
+                    f"{cost(statistics.median(hits))} ({len(hits)}/{len(runs)})" if hits else f"— (0/{len(runs)})"
                 ),
-                "per seed": " ".join("—" if fe is None else f"{fe / 1e6:.2f}" for fe in reached),
+                "per seed": " ".join(cost(fe) for fe in reached),
                 "at 2M": statistics.fmean(r["at_2m"] for r in runs),
                 "final": statistics.fmean(r["final"] for r in runs),
                 "min final": min(r["final"] for r in runs),

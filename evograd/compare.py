@@ -231,7 +231,7 @@ METHODS: dict[str, tuple[str, Method]] = {
     "sepcma": ("evolution", _evolve(lambda s: SepCMAES(size=s["size"], mutation=_mutation(s)))),
     "hybrid": ("backprop", _hybrid),
 }
-DEFAULT_METHODS = ("sgd", "adam", "hybrid", "rolling", "openes", "evolution", "fa", "dfa")
+DEFAULT_METHODS = ("sgd", "adam", "hybrid", "pgpe", "rolling", "openes", "evolution", "fa", "dfa")
 
 # Defaults tuned once on digits (see benchmarks/RESULTS.rst); other tasks override below.
 _DEFAULTS: dict[str, dict[str, Any]] = {
