@@ -186,7 +186,7 @@ def supervised(name: str, seed: int, s: dict) -> Bench:
         x, y = draw()
         with torch.no_grad():
             logits = population_forward(layers, pop.to(torch.float32), x)  # (P, B, C)
-            # (P, C, B) layout: the fast cross-entropy kernel on this CPU (see NOTES)
+            # (P, C, B) layout: the fast cross-entropy kernel on this CPU (benchmarks/RESULTS.rst, "Throughput")
             loss = F.cross_entropy(logits.transpose(1, 2), y.expand(len(pop), -1), reduction="none").mean(1)
         meter.cost += len(pop) * len(x)
         meter.calls += 1
@@ -567,9 +567,9 @@ LIBRARIES = {
     "adam": [],
 }
 
-# Settings each peer's own examples/docs recommend (sources: benchmarks/RESULTS.rst, "Peers");
+# Settings each peer's own examples and docs recommend (sources: benchmarks/RESULTS.rst, "Peers");
 # supervised and episodic differ.
-_PGPE_RL = {  # EvoTorch examples/notebooks/Functional_API/problem.ipynb (CartPole-v1, GymNE)
+_PGPE_RL = {  # EvoTorch's nnaisense/evotorch/examples/notebooks/Functional_API/problem.ipynb (CartPole-v1, GymNE)
     "popsize": 100,
     "optimizer": "clipup",
     "max_speed": 0.15,
@@ -581,7 +581,7 @@ _PGPE_RL = {  # EvoTorch examples/notebooks/Functional_API/problem.ipynb (CartPo
     "obs_norm": True,
     "episodes": 1,
 }
-_PGPE_SL = {  # EvoTorch examples/notebooks/Training_MNIST30K.ipynb (popsize 3200 there, see benchmarks/RESULTS.rst)
+_PGPE_SL = {  # EvoTorch's nnaisense/evotorch/examples/notebooks/Training_MNIST30K.ipynb (popsize 3200 there)
     "popsize": 200,
     "optimizer": "adam",
     "center_lr": 0.01,
@@ -597,7 +597,7 @@ RECOMMENDED: dict[str, dict[str, dict]] = {
         "supervised": {"stdev_init": 1.0, "batch_size": 128},
         "episodic": {"radius_init": 2.25, "obs_norm": True, "episodes": 1},
     },
-    "evox-openes": {  # EvoX benchmarks/benchmark_virtual_lora_es.py: pop 64, sigma 0.1, Adam lr 0.01
+    "evox-openes": {  # EvoX's EMI-Group/evox/benchmarks/benchmark_virtual_lora_es.py: pop 64, sigma 0.1, Adam lr 0.01
         "supervised": {"popsize": 64, "sigma": 0.1, "lr": 0.01, "optimizer": "adam", "rank": False, "batch_size": 128},
         "episodic": {
             "popsize": 64,
