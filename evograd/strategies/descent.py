@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_optimizer", "descend"]
+__all__ = ["check_optimizer", "descend", "scheduled_step"]
 
 
 def check_optimizer(optimizer: Any, optimizer_kw: Any, lr: float) -> dict[str, Any]:
@@ -81,3 +81,27 @@ def descend(
     param.grad = gradient
     opt.step()
     return param.detach(), opt.state_dict()
+
+
+def scheduled_step(strategy: Any, state: Any, gradient: torch.Tensor) -> tuple[torch.Tensor, dict, float]:
+    """:func:`descend` at ``strategy.lr · strategy.lr_decay ** state.generation``.
+
+    Args:
+        strategy: an :class:`OpenES` or :class:`PGPE` (its ``lr``, ``lr_decay``, ``optimizer``,
+            ``optimizer_kw``).
+        state: its state (``center``, ``generation``, ``optimizer_state``).
+        gradient: (dim,) the loss gradient estimate, uphill.
+
+    Returns:
+        The new (dim,) center, the optimizer's new ``state_dict()`` and the learning rate used.
+    """
+    lr = strategy.lr * strategy.lr_decay**state.generation
+    center, saved = descend(
+        state.center,
+        gradient,
+        optimizer=strategy.optimizer,
+        optimizer_kw=strategy.optimizer_kw,
+        lr=lr,
+        saved=state.optimizer_state,
+    )
+    return center, saved, lr

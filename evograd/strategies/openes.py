@@ -129,15 +129,7 @@ class OpenES(SeedStrategy[ESState]):
         gradient = total / (len(seeds) * state.mutation.sigma**2)  # (dim,)
 
         # --- step: x ← optimizer(x, g) at lr · decay^t
-        lr = self.lr * self.lr_decay**state.generation
-        center, optimizer_state = descent.descend(
-            state.center,
-            gradient,
-            optimizer=self.optimizer,
-            optimizer_kw=self.optimizer_kw,
-            lr=lr,
-            saved=state.optimizer_state,
-        )
+        center, optimizer_state, lr = descent.scheduled_step(self, state, gradient)
         changes = {"center": center, "optimizer_state": optimizer_state, "gradient": gradient}
 
         # --- sigma: PGPE's rule from the same members, utilities u = -r (higher is better)

@@ -163,15 +163,7 @@ class PGPE(DiagonalStrategy[PGPEState]):
         sigma = diagonal.per_coordinate(state.mutation, state.center)  # (dim,)
         std = sigma * diagonal.second_moment(state.mutation, state.center.numel()) ** 0.5  # (dim,)
         gradient = -(std * linear) / n  # (dim,) -∇_μ, uphill in loss
-        lr = self.lr * self.lr_decay**state.generation
-        center, optimizer_state = descent.descend(
-            state.center,
-            gradient,
-            optimizer=self.optimizer,
-            optimizer_kw=self.optimizer_kw,
-            lr=lr,
-            saved=state.optimizer_state,
-        )
+        center, optimizer_state, lr = descent.scheduled_step(self, state, gradient)
 
         # --- sigma: σ ← σ · clip(1 + sigma_lr · (1/n) Σ mean_i (ζ_i² - 1), 1 ± max_change)
         factor = diagonal.sehnke_factor(square, mean, self.sigma_lr, self.sigma_max_change)  # (dim,)
