@@ -65,7 +65,7 @@ def run(wrap, device="cpu"):
             "sigma": state.mutation.sigma * scale,  # per coordinate, where the strategy adapts it
             "fitness": torch.stack(history),
             "evaluations": evaluate.evaluations,
-            "forward_passes": evaluate.forward_passes,
+            "fe": evaluate.fe,
         }
     return results
 
