@@ -19,6 +19,7 @@ from evograd import (
     lowrank,
     mpi,
     noise,
+    optimizers,
     progress,
     protocols,
     runstore,
@@ -35,6 +36,7 @@ from evograd.loop import optimize
 from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator, ShardedUpdate
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
+from evograd.optimizers import ClipUp
 from evograd.protocols import (
     Evaluator,
     GradientEstimator,
@@ -46,12 +48,18 @@ from evograd.protocols import (
     WeightedSum,
 )
 from evograd.strategies import (
+    PGPE,
+    SNES,
     ESState,
     EvolutionState,
     OpenES,
+    PGPEState,
     RollingImprovement,
     RollingState,
     ScaleFreeEvolution,
+    SepCMAES,
+    SepCMAState,
+    SNESState,
     StrategyState,
 )
 from evograd.tasks import EpisodeEvaluator, ObservationNorm
@@ -60,6 +68,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChunkedEvaluator",
+    "ClipUp",
     "CupyEvaluator",
     "ESState",
     "EpisodeEvaluator",
@@ -76,9 +85,15 @@ __all__ = [
     "Mutation",
     "ObservationNorm",
     "OpenES",
+    "PGPE",
+    "PGPEState",
     "RollingImprovement",
     "RollingState",
+    "SNES",
+    "SNESState",
     "ScaleFreeEvolution",
+    "SepCMAES",
+    "SepCMAState",
     "SerialEvaluator",
     "ShardedUpdate",
     "State",
@@ -103,6 +118,7 @@ __all__ = [
     "mpi",
     "noise",
     "optimize",
+    "optimizers",
     "progress",
     "protocols",
     "runstore",

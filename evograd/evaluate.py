@@ -56,6 +56,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import dataclasses
 import functools
 import threading
 import weakref
@@ -67,6 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evograd import flat, lowrank, noise, validate
+from evograd.protocols import MemberBatches
 from evograd.shaping import finite_or_worst
 
 __all__ = [
@@ -312,22 +314,39 @@ class ChunkedEvaluator:
         raise NotImplementedError
 
 
+@dataclasses.dataclass
+class _PairBatch:
+    """One call's per-member data (``per_pair=True``): tensors with a leading member axis, consumed chunk by chunk."""
+
+    data: tuple  # (n, batch, ...) each
+    done: int = 0  # members scored so far
+
+
 class _ModelEvaluator(ChunkedEvaluator):
-    """An evaluator of a torch model on a batch ``(inputs, targets)`` shared by every member."""
+    """An evaluator of a torch model on a batch shared by every member, or (``per_pair``) one batch per pair.
+
+    With ``per_pair`` the batch is a :class:`~evograd.protocols.MemberBatches` and call number
+    ``g`` scores member ``i`` on ``batch.for_members(g, seeds)[i]``; :attr:`generation` counts the
+    calls (a resumed run sets it back).
+    """
 
     def __init__(
         self,
         model: nn.Module,
         loss_fn: Callable[..., torch.Tensor] | None,
-        batch: BatchSource | None,
+        batch: BatchSource | MemberBatches | None,
         *,
         chunk_size: int,
+        per_pair: bool = False,
         dropout: str = "refuse",
     ) -> None:
         super().__init__(chunk_size=chunk_size, layout=flat.layout_of(model))
         self.model = model
         self.loss_fn = loss_fn
-        self.batch = batch
+        self.per_pair = validate.flag("per_pair", per_pair)
+        self.batch = self._checked(batch)
+        self.generation = 0
+        self._members: torch.Tensor | None = None
         self.dropout = validate.choice("dropout", dropout, DROPOUT_MODES)
         random = _random_layers(model)
         if random and self.dropout == "refuse":  # refused now, and again at a call if the model changed since
@@ -336,9 +355,36 @@ class _ModelEvaluator(ChunkedEvaluator):
     def _lock(self) -> threading.RLock:
         return model_lock(self.model)
 
-    def set_batch(self, batch: BatchSource) -> None:
-        """Score the next calls on ``batch`` (a tuple ``(inputs, targets)`` or a callable returning one)."""
-        self.batch = batch
+    def set_batch(self, batch: BatchSource | MemberBatches) -> None:
+        """Score the next calls on ``batch`` (a tuple ``(inputs, targets)`` or a callable returning one;
+        with ``per_pair`` a :class:`~evograd.protocols.MemberBatches`)."""
+        self.batch = self._checked(batch)
+
+    def __call__(self, center: torch.Tensor, seeds: torch.Tensor, mutation: noise.Mutation) -> torch.Tensor:
+        """(n,) fitness of ``center`` perturbed by each seed (with ``per_pair``, each pair on its own batch)."""
+        return self._with_members(seeds, lambda: super(_ModelEvaluator, self).__call__(center, seeds, mutation))
+
+    def score(self, candidates: torch.Tensor) -> torch.Tensor:
+        """Fitness of explicit (n, dim) candidates; with ``per_pair`` each is a pair of its own."""
+        members = torch.arange(len(candidates), dtype=torch.int64)
+        return self._with_members(members, lambda: super(_ModelEvaluator, self).score(candidates))
+
+    def _checked(self, batch: Any) -> Any:
+        if self.per_pair and batch is not None and not isinstance(batch, MemberBatches):
+            raise TypeError(
+                f"batch must be a MemberBatches (e.g. evograd.harness.Minibatches) with per_pair=True, "
+                f"got {type(batch).__name__}"
+            )
+        return batch
+
+    def _with_members(self, members: torch.Tensor, scored: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Run the base class's chunk loop with this call's member seeds at hand for :meth:`_begin`."""
+        with self._lock():  # reentrant: the call takes it again; another thread's members wait
+            self._members = members
+            try:
+                return scored()
+            finally:
+                self._members = None
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -359,17 +405,30 @@ class _ModelEvaluator(ChunkedEvaluator):
                 for _, module in random:
                     module.training = True
 
-    def _begin(self) -> tuple:
+    def _begin(self) -> tuple | _PairBatch:
         if self.batch is None:
             raise ValueError("no batch: pass batch= or call set_batch() before evaluating")
+        if self.per_pair:
+            if self._members is None:
+                raise ValueError("per_pair=True gives each pair its own batch: there is no one batch for objective()")
+            data = self.batch.for_members(self.generation, self._members)
+            self.generation += 1
+            return _PairBatch(tuple(data) if isinstance(data, (tuple, list)) else (data,))
         batch = self.batch() if callable(self.batch) else self.batch
         batch = batch if isinstance(batch, (tuple, list)) else (batch,)
         if len(batch[0]) == 0:
             raise ValueError("batch is empty (0 samples); allowed: a batch of at least one sample")
         return batch
 
-    def _samples(self, context: tuple) -> int:
-        return len(context[0])
+    def _samples(self, context: tuple | _PairBatch) -> int:
+        return context.data[0].shape[1] if isinstance(context, _PairBatch) else len(context[0])
+
+    @staticmethod
+    def _next_members(context: _PairBatch, n: int) -> list[torch.Tensor]:
+        """The per-member data of the next ``n`` members of a ``per_pair`` call: (n, batch, ...) each."""
+        part = slice(context.done, context.done + n)
+        context.done += n
+        return [tensor[part] for tensor in context.data]
 
     def _fixed_tensors(self) -> dict[str, torch.Tensor | None]:
         """Buffers and frozen parameters: shared, unperturbed, by every member.
@@ -396,6 +455,10 @@ class _ModelEvaluator(ChunkedEvaluator):
         (``torch.func.jvp`` works through it) and counts nothing: the caller charges its FE. A
         callable batch is drawn once, here, so every call of ``loss`` sees the same data. Each
         call of ``loss`` holds the model's lock, as a population call does.
+
+        Raises:
+            ValueError: an evaluator built with ``fitness=``, or with ``per_pair`` (no batch is
+                shared by all members).
         """
         if self.loss_fn is None:
             raise ValueError(f"{type(self).__name__} built with fitness= has no loss on a batch")
@@ -425,13 +488,16 @@ class SerialEvaluator(_ModelEvaluator):
     ``SerialEvaluator(model, fitness=f)`` with ``f(module) -> float``, called on a private copy of
     the model holding the candidate's parameters (the user's model is never modified; the copy
     takes the model's buffers, frozen parameters and train/eval modes at every call).
+    ``per_pair=True`` scores each antithetic pair on its own batch, as :class:`VmapEvaluator` does.
 
     Args:
         model: the network; its trainable parameters define the flat vector.
         loss_fn: ``loss_fn(model(inputs), targets) -> scalar``; or None with ``fitness``.
-        batch: ``(inputs, targets)``, or a callable returning one per call.
+        batch: ``(inputs, targets)``, or a callable returning one per call; with ``per_pair`` a
+            :class:`~evograd.protocols.MemberBatches`.
         fitness: ``f(module) -> float``, instead of ``loss_fn`` and ``batch``.
         chunk_size: members materialized at once.
+        per_pair: score each antithetic pair on its own minibatch.
         dropout: ``"refuse"`` (dropout in train mode is an error) or ``"off"`` (scored without it);
             see the module docstring.
 
@@ -453,12 +519,15 @@ class SerialEvaluator(_ModelEvaluator):
         *,
         fitness: Callable[[nn.Module], float] | None = None,
         chunk_size: int = 64,
+        per_pair: bool = False,
         dropout: str = "refuse",
     ) -> None:
         if (fitness is None) == (loss_fn is None):
             raise ValueError("pass exactly one of loss_fn (with batch) or fitness")
+        if fitness is not None and per_pair is True:
+            raise ValueError("per_pair=True needs loss_fn and a batch source; a fitness function has no batch")
         with model_lock(model):  # another thread's call swaps the model's parameters out
-            super().__init__(model, loss_fn, batch, chunk_size=chunk_size, dropout=dropout)
+            super().__init__(model, loss_fn, batch, chunk_size=chunk_size, per_pair=per_pair, dropout=dropout)
             self.fitness = fitness
             self._work = copy.deepcopy(model) if fitness is not None else None
 
@@ -475,17 +544,19 @@ class SerialEvaluator(_ModelEvaluator):
             mine.training = theirs.training
         return None
 
-    def _samples(self, context: tuple | None) -> int:
+    def _samples(self, context: tuple | _PairBatch | None) -> int:
         return 1 if context is None else super()._samples(context)
 
-    def _score(self, candidates: torch.Tensor, context: tuple | None) -> torch.Tensor:
+    def _score(self, candidates: torch.Tensor, context: tuple | _PairBatch | None) -> torch.Tensor:
+        own = self._next_members(context, len(candidates)) if isinstance(context, _PairBatch) else None
         scores = []
-        for candidate in candidates:
+        for j, candidate in enumerate(candidates):
             if self.fitness is not None:
                 flat.assign(self._work, candidate)
                 scores.append(float(self.fitness(self._work)))
             else:
-                scores.append(self._loss(flat.unflatten(candidate, self.layout), context))
+                batch = context if own is None else tuple(tensor[j] for tensor in own)
+                scores.append(self._loss(flat.unflatten(candidate, self.layout), batch))
         return torch.as_tensor(scores, dtype=torch.float64) if self.fitness is not None else torch.stack(scores)
 
 
@@ -497,13 +568,23 @@ class VmapEvaluator(_ModelEvaluator):
     uses each member's batch statistics; dropout in train mode is refused unless ``dropout="off"``
     (see the module docstring).
 
+    With ``per_pair`` each antithetic pair is scored on its own minibatch: ``batch`` is then a
+    :class:`~evograd.protocols.MemberBatches` (:class:`evograd.harness.Minibatches`) and call
+    number ``g`` scores member ``i`` on ``batch.for_members(g, seeds)[i]``. Both ends of a pair see
+    the same samples, so their difference carries no minibatch noise, while a population of P
+    members averages over P/2 minibatches for the same FE as one shared batch; rank such fitness
+    only within pairs (``PGPE(ranking="pairs")``): losses of different pairs were measured on
+    different data. A member's batch depends on its seed and the call count alone, so MPI ranks
+    agree without exchanging data.
+
     Args:
         model: the network; its trainable parameters define the flat vector.
         loss_fn: ``loss_fn(model(inputs), targets) -> scalar``.
         batch: ``(inputs, targets)``, or a callable returning one per call (a minibatch shared by
-            all members of that call).
+            all members of that call); with ``per_pair`` a :class:`~evograd.protocols.MemberBatches`.
         chunk_size: members per vectorized call; bounds memory to chunk_size × (dim + activations).
             By default :func:`default_chunk_size` of the model's parameters and their device.
+        per_pair: score each antithetic pair on its own minibatch.
         dropout: ``"refuse"`` (dropout in train mode is an error) or ``"off"`` (scored without it);
             see the module docstring.
         compile: score chunks with a ``torch.compile``-d function (the forward under ``vmap`` and
@@ -517,6 +598,13 @@ class VmapEvaluator(_ModelEvaluator):
     path: the chunk's logits are computed under ``vmap`` and the cross-entropy outside it, for all
     members at once, in the (member, class, sample) layout that is fast on a CPU (see
     ``_cross_entropy_per_member``); results equal the per-member loss to float tolerance.
+
+    Attributes:
+        generation: calls made so far with ``per_pair`` (the generation whose batches come next);
+            a resumed run sets it back.
+
+    Raises:
+        TypeError: ``per_pair`` not a bool, or with ``per_pair`` a batch that is not a MemberBatches.
 
     Examples:
         >>> import torch
@@ -532,9 +620,10 @@ class VmapEvaluator(_ModelEvaluator):
         self,
         model: nn.Module,
         loss_fn: Callable[..., torch.Tensor],
-        batch: BatchSource | None = None,
+        batch: BatchSource | MemberBatches | None = None,
         *,
         chunk_size: int | None = None,
+        per_pair: bool = False,
         dropout: str = "refuse",
         compile: bool = False,
     ) -> None:
@@ -543,11 +632,15 @@ class VmapEvaluator(_ModelEvaluator):
                 layout = flat.layout_of(model)
                 trainable = next(p for p in model.parameters() if p.requires_grad)
                 chunk_size = default_chunk_size(layout.dim, trainable.dtype, trainable.device)
-            super().__init__(model, loss_fn, batch, chunk_size=chunk_size, dropout=dropout)
+            super().__init__(model, loss_fn, batch, chunk_size=chunk_size, per_pair=per_pair, dropout=dropout)
         compiled = validate.flag("compile", compile)
         self._score_chunk = torch.compile(self._score_chunk) if compiled else self._score_chunk
 
-    def _score(self, candidates: torch.Tensor, context: tuple) -> torch.Tensor:
+    def _score(self, candidates: torch.Tensor, context: tuple | _PairBatch) -> torch.Tensor:
+        if isinstance(context, _PairBatch):  # each member on its own batch: no shared targets, plain vmap
+            params = flat.stacked(candidates, self.layout)  # name -> (c, *shape)
+            own = self._next_members(context, len(candidates))  # (c, batch, ...) each
+            return torch.func.vmap(lambda p, *batch: self._loss(p, batch))(params, *own)
         return self._score_chunk(candidates, *context)
 
     def _score_chunk(self, candidates: torch.Tensor, *batch: torch.Tensor) -> torch.Tensor:

@@ -296,9 +296,46 @@ class Minibatches:
         """Batch number ``k`` of the stream (the same every time)."""
         if self.batch_size >= len(self.x):
             return self.x, self.y
-        self._gen.manual_seed(noise.stream_seed(self.seed, self.stream, k))
-        index = torch.randint(0, len(self.x), (self.batch_size,), generator=self._gen).to(self.x.device)  # (batch,)
+        index = self._indices(noise.stream_seed(self.seed, self.stream, k))  # (batch,)
         return self.x[index], self.y[index]
+
+    def for_members(self, generation: int, members: Tensor) -> Batch:
+        """One batch per antithetic pair of ``generation``: ``(x, y)`` with a leading member axis.
+
+        Pair ``p`` (a seed and its mirror, :func:`evograd.noise.pair_keys`) draws its batch from
+        the seed ``noise.stream_seed(seed, stream, generation, p)``: both ends of a pair see the
+        same samples, so their difference is free of minibatch noise, while the population as a
+        whole sees one batch per pair. A member's batch depends on its seed alone, so every MPI
+        rank draws the same one. The stream of :meth:`at` is not consumed.
+
+        Args:
+            generation: the generation (the evaluator's count of calls).
+            members: (n,) int64 member seeds.
+
+        Returns:
+            ``(x, y)`` of shapes (n, batch, ...) and (n, batch, ...).
+
+        Examples:
+            >>> x, y = torch.arange(10.0).unsqueeze(1), torch.arange(10)
+            >>> batches = Minibatches(x, y, batch_size=4, seed=0)
+            >>> bx, by = batches.for_members(0, noise.member_seeds(0, 0, 4, antithetic=True))
+            >>> bx.shape, bool((by[0] == by[2]).all()), bool((by[0] == by[1]).all()), batches.drawn
+            (torch.Size([4, 4, 1]), True, False, 0)
+        """
+        validate.integer("generation", generation, low=0)
+        keys = noise.pair_keys(members).tolist()
+        if self.batch_size >= len(self.x):
+            index = torch.arange(len(self.x)).expand(len(keys), -1)  # (n, len(x))
+        else:
+            rows = {key: self._indices(noise.stream_seed(self.seed, self.stream, generation, key)) for key in keys}
+            index = torch.stack([rows[key] for key in keys]) if keys else torch.empty(0, self.batch_size)  # (n, batch)
+        index = index.to(device=self.x.device, dtype=torch.int64)
+        return self.x[index], self.y[index]
+
+    def _indices(self, stream_seed: int) -> Tensor:
+        """(batch,) sample indices drawn with replacement by a generator seeded with ``stream_seed``."""
+        self._gen.manual_seed(stream_seed)
+        return torch.randint(0, len(self.x), (self.batch_size,), generator=self._gen).to(self.x.device)  # (batch,)
 
     def __call__(self) -> Batch:
         """The next batch of the stream."""

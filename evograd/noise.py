@@ -59,6 +59,7 @@ __all__ = [
     "PARENT_SEED",
     "Mutation",
     "member_seeds",
+    "pair_keys",
     "stream_seed",
     "draw",
     "sample",
@@ -286,6 +287,30 @@ def member_seeds(seed: int, generation: int, n: int, *, antithetic: bool = False
     members = _splitmix64(key ^ np.arange(half, dtype=np.uint64))
     base = torch.from_numpy((members >> np.uint64(64 - _MEMBER_SEED_BITS)).astype(np.int64))
     return torch.cat([base, ~base]) if antithetic else base
+
+
+def pair_keys(members: torch.Tensor) -> np.ndarray:
+    """Which antithetic pair each member belongs to: a key shared by a seed ``s >= 0`` and its mirror ``~s``.
+
+    The key depends on the member's seed alone (not on its position, chunk or MPI rank), so data
+    keyed by it (a pair's start states, its minibatch) is the same wherever the member is scored.
+    The parent (:data:`PARENT_SEED`) has key 0, the pair of ``s`` key ``s + 1``; a member without
+    a mirror in the population is a pair of its own.
+
+    Args:
+        members: (n,) int64 member seeds, as ``strategy.ask`` returns them.
+
+    Returns:
+        (n,) int64 keys, in [0, 2**62].
+
+    Examples:
+        >>> s = member_seeds(0, 0, 4, antithetic=True)
+        >>> keys = pair_keys(s)
+        >>> bool((keys[:2] == keys[2:]).all()), bool(keys[0] != keys[1]), int(pair_keys(torch.tensor([PARENT_SEED]))[0])
+        (True, True, 0)
+    """
+    signed = members.cpu().numpy()
+    return np.where(signed == PARENT_SEED, -1, np.where(signed < 0, ~signed, signed)) + 1  # (n,)
 
 
 def stream_seed(seed: int, stream: str, *index: int) -> int:

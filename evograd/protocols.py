@@ -21,6 +21,12 @@ Evaluators:
   row of statistics, and the rows of a population are merged in member order, which keeps MPI
   ranks bit-identical.
 
+Data:
+
+* :class:`MemberBatches`: a source of one batch per antithetic pair of a generation
+  (:class:`evograd.harness.Minibatches`), for an evaluator that scores each pair on its own data
+  (:class:`~evograd.VmapEvaluator` with ``per_pair=True``).
+
 Strategies:
 
 * :class:`Strategy`: ``init``/``ask``/``tell`` over member seeds (contracts 3 and 4).
@@ -51,6 +57,7 @@ __all__ = [
     "ModelEvaluator",
     "VectorEvaluator",
     "StatisticsEvaluator",
+    "MemberBatches",
     "State",
     "Strategy",
     "GradientEstimator",
@@ -151,6 +158,20 @@ class StatisticsEvaluator(Evaluator, Protocol):
 
     def absorb(self, statistics: Tensor) -> None:
         """Merge a whole population's (n, statistics_width) rows, in member order, into the evaluator's state."""
+        ...
+
+
+@runtime_checkable
+class MemberBatches(Protocol):
+    """One batch per antithetic pair: the two ends of a pair share their samples, pairs differ.
+
+    A member's batch must depend only on the generation and the member's seed (through
+    :func:`evograd.noise.pair_keys`), never on its position, chunk or MPI rank, so that any split
+    of the population scores every member on the same data.
+    """
+
+    def for_members(self, generation: int, members: Tensor) -> Batch:
+        """``(inputs, targets, ...)`` of generation ``generation``, each with a leading axis of the (n,) ``members``."""
         ...
 
 

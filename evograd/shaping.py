@@ -10,9 +10,11 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["finite_or_worst", "ranks", "centered_ranks", "zscore", "improvements"]
+__all__ = ["finite_or_worst", "ranks", "centered_ranks", "utilities", "zscore", "improvements"]
 
 
 def finite_or_worst(fitness: torch.Tensor) -> torch.Tensor:
@@ -42,6 +44,32 @@ def centered_ranks(fitness: torch.Tensor) -> torch.Tensor:
         return torch.zeros(1, dtype=torch.get_default_dtype(), device=fitness.device)
     dtype = fitness.dtype if fitness.is_floating_point() else torch.get_default_dtype()
     return ranks(fitness).to(dtype) / (n - 1) - 0.5
+
+
+def utilities(fitness: torch.Tensor) -> torch.Tensor:
+    """The rank-based utilities of natural evolution strategies: the best member gets the most, they sum to 0.
+
+    ``u_k = max(0, ln(n/2 + 1) - ln k) / Σ_j max(0, ln(n/2 + 1) - ln j) - 1/n`` for the member of
+    rank ``k`` (1 the lowest fitness): only the better half gets a positive share, and a
+    monotone transform of the fitness changes nothing. Unlike :func:`centered_ranks`, higher is
+    better, as the update ``Σ u_k z_k`` climbs towards the better members.
+
+    Examples:
+        >>> u = utilities(torch.tensor([3.0, 1.0, 2.0, 4.0], dtype=torch.float64))
+        >>> int(u.argmax()), round(float(u.sum()), 12)
+        (1, 0.0)
+
+    References:
+        Wierstra, Schaul, Glasmachers, Sun, Peters & Schmidhuber (2014), Natural evolution strategies
+        (fitness shaping, eq. 7); Schaul, Glasmachers & Schmidhuber (2011), High dimensions and
+        heavy tails for natural evolution strategies.
+    """
+    n = len(fitness)
+    dtype = fitness.dtype if fitness.is_floating_point() else torch.get_default_dtype()
+    k = torch.arange(1, n + 1, dtype=dtype, device=fitness.device)  # (n,) ranks 1..n
+    raw = (math.log(n / 2 + 1) - torch.log(k)).clamp_min(0.0)  # (n,)
+    by_rank = raw / raw.sum() - 1.0 / n  # (n,) utility of rank k
+    return by_rank[ranks(fitness)]
 
 
 def zscore(fitness: torch.Tensor) -> torch.Tensor:

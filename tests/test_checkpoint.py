@@ -6,7 +6,18 @@ import pytest
 import torch
 from problems import quadratic
 
-from evograd import FunctionEvaluator, Mutation, OpenES, RollingImprovement, ScaleFreeEvolution, checkpoint, noise
+from evograd import (
+    PGPE,
+    SNES,
+    FunctionEvaluator,
+    Mutation,
+    OpenES,
+    RollingImprovement,
+    ScaleFreeEvolution,
+    SepCMAES,
+    checkpoint,
+    noise,
+)
 from evograd.checkpoint import Checkpointer, CheckpointError
 
 DIM = 6
@@ -19,6 +30,16 @@ STRATEGIES = {
         size=6, mutation=Mutation(kind="loguniform", sigma=1.0, antithetic=True, scale=SCALE), **kw
     ),
     "openes": lambda **kw: OpenES(size=6, mutation=Mutation(sigma=0.3, antithetic=True, scale=SCALE), lr=0.1, **kw),
+    # the per-coordinate sigma (the mutation's factors), ClipUp's velocity and the evolution paths round-trip too
+    "openes-pgpe": lambda **kw: OpenES(
+        size=6, mutation=Mutation(sigma=0.3, antithetic=True, scale=SCALE), lr=0.1, sigma_adapt="pgpe", **kw
+    ),
+    "rolling-pgpe": lambda **kw: RollingImprovement(
+        size=6, mutation=Mutation(sigma=0.3, antithetic=True, scale=SCALE), sigma_adapt="pgpe", **kw
+    ),
+    "pgpe": lambda **kw: PGPE(size=6, mutation=Mutation(sigma=0.3, antithetic=True, scale=SCALE), lr=0.1, **kw),
+    "snes": lambda **kw: SNES(size=6, mutation=Mutation(sigma=0.3, scale=SCALE), **kw),
+    "sepcma": lambda **kw: SepCMAES(size=6, mutation=Mutation(sigma=0.3, scale=SCALE), **kw),
 }
 
 

@@ -137,6 +137,87 @@ def test_bad_input_is_refused():
         FunctionEvaluator(lambda x: x.sum())(torch.zeros(2), noise.member_seeds(0, 0, 2), Mutation())
 
 
+# ----------------------------------------------------------------------------------------------
+# one minibatch per antithetic pair
+
+
+def _pair_setup(batch_size=8):
+    from evograd.harness import Minibatches
+
+    model, (x, y) = _setup()
+    return model, Minibatches(x, y, batch_size, seed=5)
+
+
+def test_per_pair_scores_each_member_on_its_pairs_own_batch():
+    """A pair's ends share one batch, pairs differ, and each member's loss is that of its batch alone."""
+    model, batches = _pair_setup()
+    center, mutation = flat.flatten(model), Mutation(sigma=0.3, antithetic=True)
+    seeds = noise.member_seeds(1, 0, 12, antithetic=True)
+    evaluate = VmapEvaluator(model, F.cross_entropy, batches, chunk_size=5, per_pair=True)
+    fitness = evaluate(center, seeds, mutation)
+    x, y = batches.for_members(0, seeds)  # (12, 8, 6), (12, 8)
+    assert torch.equal(x[:6], x[6:]) and torch.equal(y[:6], y[6:])  # + and - ends alike
+    assert len({tuple(row.tolist()) for row in y[:6]}) == 6  # six pairs, six different batches
+    for i in range(12):  # independent reference: the serial evaluator on member i's batch only
+        want = SerialEvaluator(model, F.cross_entropy, (x[i], y[i]))(center, seeds[i : i + 1], mutation)
+        torch.testing.assert_close(fitness[i : i + 1], want, rtol=1e-12, atol=1e-12)
+    assert (evaluate.evaluations, evaluate.fe, evaluate.generation) == (12, 12 * 8, 1)
+    assert batches.drawn == 0  # the shared stream is untouched
+
+
+def test_per_pair_batches_follow_the_documented_stream_and_not_the_members_position():
+    """Batch of pair p in generation g: indices drawn by a generator seeded with stream_seed(seed, stream, g, p)."""
+    model, batches = _pair_setup()
+    seeds = noise.member_seeds(2, 3, 8, antithetic=True)
+    _, y = batches.for_members(3, seeds)
+    for i, key in enumerate(noise.pair_keys(seeds).tolist()):
+        gen = torch.Generator().manual_seed(noise.stream_seed(5, "minibatches", 3, key))
+        assert torch.equal(y[i], batches.y[torch.randint(0, len(batches.y), (8,), generator=gen)])
+    # any subset or order of the members gets the same batches (what MPI ranks rely on)
+    order = torch.tensor([5, 0, 7, 2])
+    assert torch.equal(batches.for_members(3, seeds[order])[1], y[order])
+    # the next generation draws fresh batches
+    assert not torch.equal(batches.for_members(4, seeds)[1], y)
+
+
+def test_per_pair_on_the_whole_set_equals_the_shared_batch_and_split_calls_agree():
+    model, batches = _pair_setup(batch_size=100)  # >= the 40 samples: every pair gets the whole set
+    center, mutation = flat.flatten(model), Mutation(sigma=0.3, antithetic=True)
+    seeds = noise.member_seeds(0, 0, 10, antithetic=True)
+    shared = VmapEvaluator(model, F.cross_entropy, (batches.x, batches.y))(center, seeds, mutation)
+    torch.testing.assert_close(
+        VmapEvaluator(model, F.cross_entropy, batches, per_pair=True)(center, seeds, mutation), shared
+    )
+    _, small = _pair_setup()
+    whole = VmapEvaluator(model, F.cross_entropy, small, chunk_size=3, per_pair=True)(center, seeds, mutation)
+    part = VmapEvaluator(model, F.cross_entropy, small, chunk_size=4, per_pair=True)
+    torch.testing.assert_close(part(center, seeds[:4], mutation), whole[:4], rtol=1e-12, atol=1e-12)
+
+
+def test_per_pair_refuses_a_plain_batch_and_objective():
+    model, batches = _pair_setup()
+    with pytest.raises(TypeError, match="MemberBatches"):
+        VmapEvaluator(model, F.cross_entropy, (batches.x, batches.y), per_pair=True)
+    with pytest.raises(TypeError, match="per_pair"):
+        VmapEvaluator(model, F.cross_entropy, batches, per_pair=1)
+    evaluate = VmapEvaluator(model, F.cross_entropy, batches, per_pair=True)
+    with pytest.raises(TypeError, match="MemberBatches"):
+        evaluate.set_batch((batches.x, batches.y))
+    with pytest.raises(ValueError, match="objective"):
+        evaluate.objective()
+
+
+def test_per_pair_serial_equals_vmap():
+    model, batches = _pair_setup()
+    center, mutation = flat.flatten(model), Mutation(kind="cauchy", sigma=0.1, antithetic=True)
+    seeds = noise.member_seeds(3, 0, 10, antithetic=True)
+    serial = SerialEvaluator(model, F.cross_entropy, batches, per_pair=True, chunk_size=3)(center, seeds, mutation)
+    vmapped = VmapEvaluator(model, F.cross_entropy, batches, per_pair=True, chunk_size=4)(center, seeds, mutation)
+    torch.testing.assert_close(vmapped, serial, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="per_pair"):
+        SerialEvaluator(model, fitness=lambda m: 0.0, per_pair=True)
+
+
 class Normed(nn.Module):
     """An MLP with BatchNorm and (optionally) dropout, for train-mode scoring."""
 

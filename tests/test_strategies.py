@@ -13,7 +13,18 @@ import pytest
 import torch
 from problems import quadratic, rastrigin, sphere
 
-from evograd import FunctionEvaluator, Mutation, OpenES, RollingImprovement, ScaleFreeEvolution, noise, shaping
+from evograd import (
+    PGPE,
+    SNES,
+    FunctionEvaluator,
+    Mutation,
+    OpenES,
+    RollingImprovement,
+    ScaleFreeEvolution,
+    SepCMAES,
+    noise,
+    shaping,
+)
 from evograd.strategies import COMMON_METRICS, ESState, RollingState
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -23,6 +34,9 @@ STRATEGIES = {
         size=8, mutation=Mutation(kind="loguniform", sigma=1.0, antithetic=True)
     ),
     "OpenES": lambda: OpenES(size=8, mutation=Mutation(kind="gaussian", sigma=0.3, antithetic=True), lr=0.1),
+    "PGPE": lambda: PGPE(size=8, mutation=Mutation(kind="gaussian", sigma=0.3, antithetic=True), lr=0.1),
+    "SNES": lambda: SNES(size=8, mutation=Mutation(kind="cauchy", sigma=0.3, clip=3.0)),
+    "SepCMAES": lambda: SepCMAES(size=8, mutation=Mutation(kind="gaussian", sigma=0.3)),
 }
 
 
@@ -54,6 +68,7 @@ def golden_run(name: str) -> list[dict]:
                 "fitness": fitness.tolist(),
                 "center": state.center.tolist(),
                 "sigma": state.mutation.sigma,
+                **({} if state.mutation.scale is None else {"scale": state.mutation.scale.tolist()}),
             }
         )
     return steps
@@ -68,6 +83,9 @@ def test_golden_trajectory(name):
         torch.testing.assert_close(torch.tensor(got["fitness"]), torch.tensor(want["fitness"]), rtol=1e-9, atol=0)
         torch.testing.assert_close(torch.tensor(got["center"]), torch.tensor(want["center"]), rtol=1e-9, atol=1e-12)
         assert got["sigma"] == pytest.approx(want["sigma"], rel=1e-12)
+        assert ("scale" in got) == ("scale" in want)
+        if "scale" in want:
+            torch.testing.assert_close(torch.tensor(got["scale"]), torch.tensor(want["scale"]), rtol=1e-9, atol=0)
 
 
 def assert_same(a, b, where="state"):
@@ -246,7 +264,8 @@ def test_rolling_improvement_learns_digits():
 # ----------------------------------------------------------------------------------------------
 # configs: frozen, validated
 
-CLASSES = (ScaleFreeEvolution, RollingImprovement, OpenES)
+CLASSES = (ScaleFreeEvolution, RollingImprovement, OpenES, PGPE, SNES, SepCMAES)
+ADAPTIVE = (PGPE, SNES, SepCMAES)
 BAD_SETTINGS = [
     # every strategy: the shared settings
     *[(cls, {"size": 0}, ValueError, "size") for cls in CLASSES],
@@ -291,7 +310,56 @@ BAD_SETTINGS = [
     (OpenES, {"optimizer_kw": {"lr": 0.1}}, ValueError, "optimizer_kw"),
     (OpenES, {"optimizer_kw": {"betas": (1.5, 0.9)}}, ValueError, "optimizer_kw"),
     (OpenES, {"optimizer_kw": {"momentum": 0.9}}, TypeError, "optimizer_kw"),  # Adam has no momentum
+    (OpenES, {"lr_decay": 0.0}, ValueError, "lr_decay"),
+    (OpenES, {"sigma_adapt": "cma"}, ValueError, "sigma_adapt"),
+    (OpenES, {"sigma_lr": -0.1}, ValueError, "sigma_lr"),
+    (OpenES, {"sigma_max_change": 1.0}, ValueError, "sigma_max_change"),
+    (
+        OpenES,
+        {"sigma_adapt": "pgpe", "mutation": Mutation(kind="cauchy", antithetic=True)},
+        ValueError,
+        "mutation.clip",
+    ),
+    (RollingImprovement, {"sigma_adapt": "success"}, ValueError, "sigma_adapt"),
+    (RollingImprovement, {"sigma_lr": "0.1"}, TypeError, "sigma_lr"),
+    (RollingImprovement, {"sigma_adapt": "pgpe", "mutation": Mutation(kind="cauchy")}, ValueError, "mutation.clip"),
+    # the adaptive strategies: population, initial sigma, rows of finite variance
+    *[(cls, {"size": 1, "mutation": Mutation()}, ValueError, "size") for cls in (SNES, SepCMAES)],
+    (PGPE, {"size": 1}, ValueError, "size"),
+    *[
+        (cls, {"mutation": Mutation(kind="levy", alpha=1.5, antithetic=True)}, ValueError, "mutation.clip")
+        for cls in ADAPTIVE
+    ],
+    *[
+        (cls, {"mutation": Mutation(antithetic=True, scale=torch.tensor([1.0, -1.0]))}, ValueError, "mutation.scale")
+        for cls in ADAPTIVE
+    ],
+    (PGPE, {"mutation": Mutation(sigma=0.1)}, ValueError, "mutation.antithetic"),
+    (PGPE, {"lr": -1.0}, ValueError, "lr"),
+    (PGPE, {"lr_decay": 1.5}, ValueError, "lr_decay"),
+    (PGPE, {"sigma_lr": math.nan}, ValueError, "sigma_lr"),
+    (PGPE, {"sigma_max_change": -0.1}, ValueError, "sigma_max_change"),
+    (PGPE, {"ranking": "nes"}, ValueError, "ranking"),
+    (PGPE, {"optimizer_kw": {"max_speed": -1.0}}, ValueError, "optimizer_kw"),
+    (PGPE, {"optimizer_kw": {"betas": (0.9, 0.99)}}, TypeError, "optimizer_kw"),  # ClipUp has no betas
+    (PGPE, {"optimizer": "clipup"}, TypeError, "optimizer"),
+    (SNES, {"lr": "1"}, TypeError, "lr"),
+    (SNES, {"sigma_lr": math.inf}, ValueError, "sigma_lr"),
 ]
+
+
+@pytest.mark.parametrize("cls", ADAPTIVE)
+@pytest.mark.parametrize(
+    "sigma, error",
+    [(-0.1, ValueError), (0.0, ValueError), (math.inf, ValueError), (math.nan, ValueError), ("1", TypeError)],
+)
+def test_the_initial_sigma_must_be_positive_and_finite(cls, sigma, error):
+    """A negative, zero or non-finite sigma never reaches an adaptive strategy: the mutation refuses it, naming it."""
+    with pytest.raises(error, match=r"sigma") as caught:
+        cls(mutation=Mutation(sigma=sigma, antithetic=True))
+    assert type(caught.value) is error
+    with pytest.raises(ValueError, match="scale"):
+        cls(mutation=Mutation(antithetic=True, scale=torch.tensor([1.0, math.nan])))
 
 
 @pytest.mark.parametrize(
@@ -359,7 +427,10 @@ def test_metrics_have_one_meaning_across_strategies(name):
     assert metrics["best"] == 0.25 == float(finite.min())
     assert metrics["mean"] == pytest.approx(sum(finite.tolist()) / len(finite), rel=1e-15)
     assert metrics["nonfinite"] == 2
-    assert metrics["sigma"] == new.mutation.sigma
+    scale = 1.0 if new.mutation.scale is None else new.mutation.scale  # per-coordinate factors, if any
+    assert metrics["sigma"] == pytest.approx(
+        float((new.mutation.sigma * scale * torch.ones(4, dtype=torch.float64)).mean()), rel=1e-12
+    )
     if strategy.evaluates_parent:
         assert metrics["parent"] == 3.0  # the parent's re-score, fitness[0]
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())

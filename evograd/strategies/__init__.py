@@ -19,18 +19,28 @@ Strategies that compare mutations with their parent put :data:`evograd.noise.PAR
 the seeds they ask for, so the parent is scored on the same data as its mutations.
 
 The metrics of ``tell`` have one meaning across strategies; :mod:`evograd.strategies.base` lists
-them. Strategies that estimate the loss gradient (:class:`RollingImprovement`, :class:`OpenES`)
-say so with ``gradient_estimate(state)``, the estimate pointing uphill.
+them. Strategies that estimate the loss gradient (:class:`RollingImprovement`, :class:`OpenES`,
+:class:`PGPE`, :class:`SNES`) say so with ``gradient_estimate(state)``, the estimate pointing uphill.
+
+The adaptive strategies (:class:`PGPE`, :class:`SNES`, :class:`SepCMAES`) learn a per-coordinate
+sigma, kept as the factors ``scale`` of ``state.mutation``, so every evaluator scores their members
+unchanged (:mod:`evograd.strategies.diagonal`).
 
 Modules: :mod:`~evograd.strategies.base` (the state, the shared config and the template ``tell``),
+:mod:`~evograd.strategies.diagonal` (per-coordinate sigma), :mod:`~evograd.strategies.descent`
+(a torch optimizer inside a pure ``tell``), and one module per strategy:
 :mod:`~evograd.strategies.evolution`, :mod:`~evograd.strategies.rolling`,
-:mod:`~evograd.strategies.openes` (one strategy each).
+:mod:`~evograd.strategies.openes`, :mod:`~evograd.strategies.pgpe`, :mod:`~evograd.strategies.snes`,
+:mod:`~evograd.strategies.sepcma`.
 """
 
 from evograd.strategies.base import COMMON_METRICS, PARENT_METRIC, SeedStrategy, StrategyState
 from evograd.strategies.evolution import EvolutionState, ScaleFreeEvolution
 from evograd.strategies.openes import ESState, OpenES
+from evograd.strategies.pgpe import PGPE, PGPEState
 from evograd.strategies.rolling import RollingImprovement, RollingState
+from evograd.strategies.sepcma import SepCMAES, SepCMAParameters, SepCMAState
+from evograd.strategies.snes import SNES, SNESState
 
 __all__ = [
     "COMMON_METRICS",
@@ -40,7 +50,14 @@ __all__ = [
     "EvolutionState",
     "RollingState",
     "ESState",
+    "PGPEState",
+    "SNESState",
+    "SepCMAState",
+    "SepCMAParameters",
     "ScaleFreeEvolution",
     "RollingImprovement",
     "OpenES",
+    "PGPE",
+    "SNES",
+    "SepCMAES",
 ]

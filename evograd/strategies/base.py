@@ -21,7 +21,10 @@ key             meaning
                 included); ``inf`` when none is finite
 ``mean``        the mean of the finite fitness values told this generation; ``inf`` when none is finite
 ``nonfinite``   how many fitness values were NaN or ±inf (ranked worst, never reaching the state)
-``sigma``       the mutation's ``sigma`` in force for the next generation (after any adaptation)
+``sigma``       the mean per-coordinate sigma in force for the next generation (after any adaptation):
+                ``mutation.sigma`` times the mean of ``mutation.scale`` where the mutation has
+                per-coordinate factors (as the adaptive strategies keep their per-coordinate sigma,
+                :mod:`evograd.strategies.diagonal`), else ``mutation.sigma``
 ``parent``      only where the strategy re-scores its parent (``evaluates_parent``): the parent's
                 fitness this generation, at the center *before* this tell's step; ``inf`` if non-finite
 ==============  ======================================================================================
@@ -44,12 +47,24 @@ from evograd import noise, shaping, validate
 from evograd.noise import Mutation
 from evograd.protocols import WeightedSum
 
-__all__ = ["COMMON_METRICS", "PARENT_METRIC", "StrategyState", "SeedStrategy", "store_setting"]
+__all__ = ["COMMON_METRICS", "PARENT_METRIC", "StrategyState", "SeedStrategy", "mean_sigma", "store_setting"]
 
 #: The metrics every strategy's ``tell`` returns, with one meaning each (see the module docstring).
 COMMON_METRICS = ("generation", "best", "mean", "nonfinite", "sigma")
 #: The metric of strategies that re-score their parent each generation.
 PARENT_METRIC = "parent"
+
+
+def mean_sigma(mutation: Mutation) -> float:
+    """The mean per-coordinate sigma of ``mutation``: ``sigma`` times the mean of its ``scale`` factors, if any.
+
+    Examples:
+        >>> mean_sigma(Mutation(sigma=0.5)), mean_sigma(Mutation(sigma=0.5, scale=torch.tensor([1.0, 3.0])))
+        (0.5, 1.0)
+    """
+    if isinstance(mutation.scale, torch.Tensor):
+        return float(mutation.sigma * mutation.scale.double().mean())
+    return float(mutation.sigma)
 
 
 def store_setting(config: Any, name: str, value: Any) -> None:
@@ -195,8 +210,9 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
                 f"mutation.layout has {self.mutation.layout.dim} parameters but center has {center.numel()}"
             )
         center = center.detach().clone()
-        fields = self._initial_fields(center)
-        return self.state_type(center=center, mutation=self.mutation, seed=seed, generation=0, **fields)
+        fields = {"center": center, "mutation": self.mutation, "seed": seed, "generation": 0}
+        fields.update(self._initial_fields(center))
+        return self.state_type(**fields)
 
     def ask(self, state: StateT) -> torch.Tensor:
         """The (population,) int64 seeds of this generation's members, from ``(seed, generation, member)``."""
@@ -244,7 +260,7 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
             "best": float(finite.min()) if len(finite) else math.inf,
             "mean": float(finite.mean()) if len(finite) else math.inf,
             "nonfinite": len(fitness) - len(finite),
-            "sigma": float(new_state.mutation.sigma),
+            "sigma": mean_sigma(new_state.mutation),
         }
         if self.evaluates_parent:
             metrics[PARENT_METRIC] = float(fitness[0])
@@ -255,7 +271,8 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
     # what a strategy supplies
 
     def _initial_fields(self, center: torch.Tensor) -> dict[str, Any]:
-        """The first state's fields beyond the common four (none by default)."""
+        """The first state's fields beyond the common four (none by default); a ``mutation`` entry
+        replaces the configured mutation in the first state (e.g. one with per-coordinate factors)."""
         return {}
 
     @abc.abstractmethod

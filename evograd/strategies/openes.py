@@ -7,15 +7,14 @@ References:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
 from evograd import shaping, validate
 from evograd.noise import Mutation
+from evograd.strategies import descent, diagonal
 from evograd.strategies.base import SeedStrategy, StrategyState, store_setting
 
 __all__ = ["ESState", "OpenES"]
@@ -36,19 +35,30 @@ class OpenES(SeedStrategy[ESState]):
 
     The gradient estimate ``g = Σ_i r_i ε_i / (n σ²)``, with ``r`` the centered ranks of the
     fitness (lower is better, so ``g`` points uphill in loss), is handed to a torch optimizer (Adam
-    by default) that steps the center downhill. The optimizer's ``state_dict`` lives in the state,
-    so ``tell`` stays a pure function and checkpoints need nothing else.
+    by default; :class:`~evograd.optimizers.ClipUp` works too) that steps the center downhill at
+    ``lr · lr_decay^generation``. The optimizer's ``state_dict`` lives in the state, so ``tell``
+    stays a pure function and checkpoints need nothing else.
+
+    Optional step-size adaptation, ``sigma_adapt="pgpe"``: each coordinate's sigma follows PGPE's
+    rule from the same samples (Sehnke et al. 2010, as EvoTorch bounds it:
+    :func:`evograd.strategies.diagonal.sehnke_factor`), kept in ``state.mutation.scale``
+    (:mod:`evograd.strategies.diagonal`); ``σ`` in ``g`` stays the mutation's scalar ``sigma``, so
+    the adapted factors precondition the estimate as PGPE's do. Off by default.
 
     Metrics: the common ones (:mod:`evograd.strategies.base`; no ``parent``: OpenES does not
-    re-score it) and ``grad_norm``, ``‖g‖``.
+    re-score it), ``grad_norm`` (``‖g‖``) and ``lr`` (this generation's learning rate).
 
     Args:
         size: population size (even with antithetic mutations).
         mutation: the mutation; antithetic Gaussian by default.
         lr: optimizer learning rate, >= 0.
+        lr_decay: per-generation factor on ``lr``, in (0, 1].
         optimizer: a ``torch.optim.Optimizer`` class.
         optimizer_kw: extra keyword arguments for it (e.g. ``{"weight_decay": 1e-4}``); checked by
             constructing the optimizer once. The config keeps a copy.
+        sigma_adapt: ``"none"`` or ``"pgpe"`` (:data:`evograd.strategies.diagonal.SIGMA_ADAPT`).
+        sigma_lr: sigma's learning rate under ``"pgpe"``, >= 0.
+        sigma_max_change: the largest relative change of sigma per generation, in [0, 1).
         chunk_size: rows regenerated at once in ``tell``; by default
             :func:`evograd.noise.chunk_rows` of the center's device.
 
@@ -68,44 +78,49 @@ class OpenES(SeedStrategy[ESState]):
         ...     state, metrics = es.tell(state, seeds, evaluate(state.center, seeds, state.mutation))
         >>> float((state.center ** 2).sum()) < 0.1
         True
+
+    References:
+        Salimans, Ho, Chen, Sidor & Sutskever (2017), Evolution strategies as a scalable alternative
+        to reinforcement learning. Sehnke et al. (2010), Parameter-exploring policy gradients (the
+        sigma rule).
     """
 
     size: int = 64
     mutation: Mutation = Mutation(kind="gaussian", sigma=0.02, antithetic=True)
     lr: float = 0.01
+    lr_decay: float = 1.0
     optimizer: type[torch.optim.Optimizer] = torch.optim.Adam
     optimizer_kw: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
+    sigma_adapt: str = "none"
+    sigma_lr: float = 0.1
+    sigma_max_change: float = 0.2
 
     state_type: ClassVar[type[StrategyState]] = ESState
-    extra_metrics: ClassVar[tuple[str, ...]] = ("grad_norm",)
+    extra_metrics: ClassVar[tuple[str, ...]] = ("grad_norm", "lr")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         store_setting(self, "lr", validate.real("lr", self.lr, low=0.0))
-        if not (isinstance(self.optimizer, type) and issubclass(self.optimizer, torch.optim.Optimizer)):
-            raise TypeError(f"optimizer={self.optimizer!r} must be a torch.optim.Optimizer class")
-        kw = {} if self.optimizer_kw is None else self.optimizer_kw
-        if not isinstance(kw, Mapping) or not all(isinstance(key, str) for key in kw):
-            raise TypeError(f"optimizer_kw={kw!r} must be a mapping of keyword names to values, or None")
-        if {"params", "lr"} & set(kw):
-            raise ValueError(f"optimizer_kw={kw!r} is not allowed to set 'params' or 'lr'; set lr= instead")
-        refused = f"optimizer_kw={dict(kw)!r} is refused by {self.optimizer.__name__}"
-        try:  # the optimizer's own checks, now rather than at the first tell
-            self.optimizer([torch.nn.Parameter(torch.zeros(1))], lr=self.lr, **kw)
-        except TypeError as err:  # an unknown keyword, or a value of the wrong type
-            raise TypeError(f"{refused}: {err}") from None
-        except ValueError as err:
-            raise ValueError(f"{refused}: {err}") from None
-        store_setting(self, "optimizer_kw", dict(kw))
+        store_setting(self, "lr_decay", validate.real("lr_decay", self.lr_decay, low=0.0, high=1.0, low_open=True))
+        store_setting(self, "optimizer_kw", descent.check_optimizer(self.optimizer, self.optimizer_kw, self.lr))
+        sigma_lr, max_change = diagonal.check_sigma_adapt(
+            self.sigma_adapt, self.sigma_lr, self.sigma_max_change, self.mutation
+        )
+        store_setting(self, "sigma_lr", sigma_lr)
+        store_setting(self, "sigma_max_change", max_change)
 
     def gradient_estimate(self, state: ESState) -> torch.Tensor | None:
         """The current estimate of the loss gradient, uphill: a copy of ``state.gradient``, None before the first."""
         return None if state.gradient is None else state.gradient.clone()
 
+    def _initial_fields(self, center: torch.Tensor) -> dict[str, Any]:
+        """With sigma adaptation, the first state's mutation holds per-coordinate factors."""
+        return {} if self.sigma_adapt == "none" else {"mutation": diagonal.with_scale(self.mutation, center)}
+
     def _update(
         self, state: ESState, seeds: torch.Tensor, fitness: torch.Tensor
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Estimate the gradient from ranked fitness and take one optimizer step."""
+        """Estimate the gradient from ranked fitness, take one optimizer step, adapt sigma if asked."""
         # --- shape fitness: centered ranks r_i in [-0.5, 0.5], -0.5 for the lowest loss
         ranks = shaping.centered_ranks(fitness)  # (n,)
 
@@ -113,15 +128,13 @@ class OpenES(SeedStrategy[ESState]):
         total, _ = self.weighted_sum(state, seeds, ranks.to(state.center.dtype), with_norms=False)  # (dim,) Σ r_i ε_i
         gradient = total / (len(seeds) * state.mutation.sigma**2)  # (dim,)
 
-        # --- step: x ← optimizer(x, g), on a private copy of the center and optimizer state
-        # (optimizers update their state in place, so the state loaded is a copy; the state saved
-        # needs none: this optimizer is private to this call and dropped at its end)
-        param = torch.nn.Parameter(state.center.clone())
-        opt = self.optimizer([param], lr=self.lr, **self.optimizer_kw)
-        if state.optimizer_state is not None:
-            opt.load_state_dict(copy.deepcopy(state.optimizer_state))
-        param.grad = gradient
-        opt.step()
+        # --- step: x ← optimizer(x, g) at lr · decay^t
+        center, optimizer_state, lr = descent.scheduled_step(self, state, gradient)
+        changes = {"center": center, "optimizer_state": optimizer_state, "gradient": gradient}
 
-        changes = {"center": param.detach(), "optimizer_state": opt.state_dict(), "gradient": gradient}
-        return changes, {"grad_norm": float(gradient.norm())}
+        # --- sigma: PGPE's rule from the same members, utilities u = -r (higher is better)
+        if self.sigma_adapt == "pgpe":
+            changes["mutation"] = diagonal.adapted(
+                state, seeds, -ranks, self.sigma_lr, self.sigma_max_change, chunk_size=self.chunk_size
+            )
+        return changes, {"grad_norm": float(gradient.norm()), "lr": lr}

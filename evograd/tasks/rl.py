@@ -436,17 +436,15 @@ def episode_seeds(seed: int, generation: int, members: torch.Tensor, episodes: i
     validate.integer("generation", generation, low=0)
     validate.integer("episodes", episodes, low=1)
     validate.choice("share", share, SHARING)
-    signed = members.cpu().numpy()
     if share == "all":
         row = [noise.stream_seed(seed, "episodes", generation, e) for e in range(episodes)]
-        return np.tile(np.array(row, dtype=np.int64), (len(signed), 1))
-    parent = signed == noise.PARENT_SEED
-    pair = np.where(parent, -1, np.where(signed < 0, ~signed, signed)) + 1  # 0: the parent; else the pair's seed + 1
+        return np.tile(np.array(row, dtype=np.int64), (len(members), 1))
+    pair = noise.pair_keys(members)  # (n,) 0: the parent; else the pair's seed + 1
     rows: dict[int, list[int]] = {}
     for key in pair.tolist():
         if key not in rows:
             rows[key] = [noise.stream_seed(seed, "episodes", generation, e, key) for e in range(episodes)]
-    return np.array([rows[key] for key in pair.tolist()], dtype=np.int64).reshape(len(signed), episodes)
+    return np.array([rows[key] for key in pair.tolist()], dtype=np.int64).reshape(len(members), episodes)
 
 
 @dataclasses.dataclass

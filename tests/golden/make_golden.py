@@ -11,10 +11,10 @@ import sys
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from test_strategies import golden_run
+from test_strategies import STRATEGIES, golden_run
 
 if __name__ == "__main__":
-    out = {name: golden_run(name) for name in ("ScaleFreeEvolution", "RollingImprovement", "OpenES")}
+    out = {name: golden_run(name) for name in STRATEGIES}
     path = pathlib.Path(__file__).with_name("trajectory.json")
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path} (torch {torch.__version__})")

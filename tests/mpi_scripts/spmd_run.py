@@ -7,6 +7,8 @@
 
 The model (a 20-50-1 MLP) is one whose vectorized scores were seen to depend on chunk composition,
 and the population (19 or 18 members in chunks of 4) does not divide evenly by 2 or 3 ranks.
+``pgpe-pairs`` scores each antithetic pair on its own minibatch (``per_pair=True``): the two ends
+of a pair land on different ranks, and every rank must draw the same batch for them.
 Rank runs also check allreduce_mean_ and a passing check_sync.
 """
 
@@ -15,7 +17,19 @@ import argparse
 import torch
 from torch.nn import functional as F
 
-from evograd import LowRankEvaluator, Mutation, OpenES, RollingImprovement, ScaleFreeEvolution, VmapEvaluator, flat
+from evograd import (
+    PGPE,
+    SNES,
+    LowRankEvaluator,
+    Mutation,
+    OpenES,
+    RollingImprovement,
+    ScaleFreeEvolution,
+    SepCMAES,
+    VmapEvaluator,
+    flat,
+)
+from evograd.harness import Minibatches
 from evograd.tasks import mlp
 
 CHUNK = 4
@@ -42,7 +56,25 @@ STRATEGIES = {  # name: (the strategy for a model, the evaluator class)
         lambda m: ScaleFreeEvolution(size=18, mutation=Mutation(sigma=0.05, rank=1).resolve(m)),
         LowRankEvaluator,
     ),
+    "openes-pgpe": (
+        lambda m: OpenES(size=18, mutation=Mutation(sigma=0.05, antithetic=True), sigma_adapt="pgpe"),
+        VmapEvaluator,
+    ),
+    "rolling-pgpe": (
+        lambda m: RollingImprovement(
+            size=18, mutation=Mutation(kind="cauchy", sigma=0.05, clip=3.0, antithetic=True), sigma_adapt="pgpe"
+        ),
+        VmapEvaluator,
+    ),
+    "pgpe": (lambda m: PGPE(size=18, mutation=Mutation(sigma=0.05, antithetic=True), lr=0.05), VmapEvaluator),
+    "pgpe-pairs": (
+        lambda m: PGPE(size=18, mutation=Mutation(sigma=0.05, antithetic=True), lr=0.05, ranking="pairs"),
+        VmapEvaluator,
+    ),
+    "snes": (lambda m: SNES(size=18, mutation=Mutation(kind="cauchy", sigma=0.05, clip=3.0)), VmapEvaluator),
+    "sepcma": (lambda m: SepCMAES(size=18, mutation=Mutation(sigma=0.05)), VmapEvaluator),
 }
+PER_PAIR = {"pgpe-pairs"}  # scored with one minibatch (of 16 from the 64 samples) per antithetic pair
 
 
 def run(wrap, device="cpu"):
@@ -52,7 +84,10 @@ def run(wrap, device="cpu"):
         gen = torch.Generator().manual_seed(1)
         batch = (torch.randn(64, 20, generator=gen).to(device), torch.randn(64, 1, generator=gen).to(device))
         model = mlp((20, 50, 1), seed=0).to(device)
-        evaluate = wrap(evaluator(model, F.mse_loss, batch, chunk_size=CHUNK))
+        options = {"chunk_size": CHUNK}
+        if name in PER_PAIR:
+            batch, options["per_pair"] = Minibatches(*batch, batch_size=16, seed=0), True
+        evaluate = wrap(evaluator(model, F.mse_loss, batch, **options))
         strategy = make(model)
         state = strategy.init(flat.flatten(model), seed=0)
         history = []
@@ -63,8 +98,10 @@ def run(wrap, device="cpu"):
             state, _ = strategy.tell(state, seeds, fitness)
         if hasattr(evaluate, "check_sync"):
             evaluate.check_sync(state, state.generation, final=True)
+        scale = torch.ones(()) if state.mutation.scale is None else state.mutation.scale
         results[name] = {
             "center": state.center,
+            "sigma": state.mutation.sigma * scale,  # per coordinate, where the strategy adapts it
             "fitness": torch.stack(history),
             "evaluations": evaluate.evaluations,
             "fe": evaluate.fe,
