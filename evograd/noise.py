@@ -71,6 +71,10 @@ PARENT_SEED = -(2**63)
 _MEMBER_SEED_BITS = 62
 _UINT64 = (1 << 64) - 1
 _TABLE_SEED = 0x5EED_7AB1E  # the codebook's own seed; never a user's
+#: Largest magnitude of a Lévy table entry: squares and sums of squares stay finite in float32.
+LEVY_LIMIT = 1e15
+#: Smallest Lévy stability index: below it most of the table would sit at :data:`LEVY_LIMIT`.
+LEVY_MIN_ALPHA = 0.5
 _MIN_TABLE_LENGTH = 1 << 24  # 16M numbers, 64 MiB in float32
 _CHUNK_BYTES = 4 << 20  # default chunk of weighted_sum on a CPU: about what stays in cache across its passes
 _GPU_CHUNK_BYTES = 512 << 20  # on a GPU: few kernel launches per call (benchmarks/chunk_sweep.py)
@@ -125,19 +129,20 @@ class Mutation:
         if self.kind not in KINDS:
             raise ValueError(f"kind={self.kind!r} is not a mutation kind; allowed {KINDS}")
         validate.real("sigma", self.sigma, low=0.0, low_open=True)
-        validate.real("alpha", self.alpha, low=0.0, high=2.0, low_open=True)
+        validate.real("alpha", self.alpha, low=LEVY_MIN_ALPHA, high=2.0)
         validate.real("log_range", self.log_range, low=0.0)
         validate.real("sparsity", self.sparsity, low=0.0, high=1.0, high_open=True)
         if self.clip is not None:
             validate.real("clip", self.clip, low=0.0, low_open=True)
-        if not isinstance(self.antithetic, bool):
-            raise ValueError(f"antithetic={self.antithetic!r} must be a bool")
+        validate.flag("antithetic", self.antithetic)
         if self.scale is not None and not isinstance(self.scale, (torch.Tensor, Mapping)):
             raise ValueError(
                 f"scale must be a tensor of length dim or a mapping name -> factor, got {type(self.scale).__name__}"
             )
-        if isinstance(self.scale, torch.Tensor) and (self.scale.dim() != 1 or not torch.isfinite(self.scale).all()):
-            raise ValueError("scale must be a 1-d tensor of finite factors")
+        if isinstance(self.scale, torch.Tensor) and (
+            self.scale.dim() != 1 or self.scale.numel() == 0 or not torch.isfinite(self.scale).all()
+        ):
+            raise ValueError("scale must be a non-empty 1-d tensor of finite factors")
 
     def replace(self, **changes) -> Mutation:
         """A copy with some fields changed (validated again)."""
@@ -312,7 +317,9 @@ def draw(
     w = torch.empty(length, device=device, dtype=torch.float64).exponential_(generator=gen)
     a = alpha
     x = torch.sin(a * v) / torch.cos(v).pow(1.0 / a) * (torch.cos(v - a * v) / w).pow((1.0 - a) / a)
-    return x.to(dtype)
+    # below alpha = 1 the extreme draws (V near ±pi/2, W near 0) exceed float32; keep them finite
+    # (a no-op for alpha >= 1, whose draws stay below 1e12)
+    return x.clamp(-LEVY_LIMIT, LEVY_LIMIT).to(dtype)
 
 
 def _draw_table(kind: str, alpha: float, length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -571,7 +578,7 @@ def weighted_sum(
     if chunk_size is None:
         chunk_size = chunk_rows(dim, dtype, device=device)
     total = torch.zeros(dim, device=device, dtype=dtype)
-    norms = torch.zeros(len(seeds), device=device, dtype=dtype)
+    norms = torch.zeros(len(seeds), device=device, dtype=torch.float64)  # float32 norms overflow above 1.8e19
     active = torch.nonzero(weights != 0).reshape(-1).cpu()
     if len(active) == 0:
         return total, norms
@@ -581,9 +588,11 @@ def weighted_sum(
     ):
         index = active[part].to(norms.device)
         row_norms = rows.norm(dim=1)  # (c,)
-        norms[index] = row_norms
+        if not bool(torch.isfinite(row_norms).all()):  # squares overflowed in dtype: take the norms in float64
+            row_norms = rows.norm(dim=1, dtype=torch.float64)  # (c,)
+        norms[index] = row_norms.to(torch.float64)
         coef = weights[index]
         if norm_power:
-            coef = coef / row_norms.clamp_min(torch.finfo(dtype).tiny).pow(norm_power)
+            coef = (coef / row_norms.clamp_min(torch.finfo(dtype).tiny).pow(norm_power)).to(dtype)
         total.add_(coef @ rows)
     return total, norms

@@ -16,7 +16,7 @@ import torch
 
 from evograd import shaping, validate
 from evograd.noise import Mutation
-from evograd.strategies.base import SeedStrategy, StrategyState, store_setting
+from evograd.strategies.base import LR_LIMIT, SeedStrategy, StrategyState, store_setting
 
 __all__ = ["ESState", "OpenES"]
 
@@ -81,7 +81,7 @@ class OpenES(SeedStrategy[ESState]):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        store_setting(self, "lr", validate.real("lr", self.lr, low=0.0))
+        store_setting(self, "lr", validate.real("lr", self.lr, low=0.0, high=LR_LIMIT))
         if not (isinstance(self.optimizer, type) and issubclass(self.optimizer, torch.optim.Optimizer)):
             raise TypeError(f"optimizer={self.optimizer!r} must be a torch.optim.Optimizer class")
         kw = {} if self.optimizer_kw is None else self.optimizer_kw
@@ -111,7 +111,11 @@ class OpenES(SeedStrategy[ESState]):
 
         # --- estimate: g = Σ_i r_i ε_i / (n σ²), uphill in loss
         total, _ = self.weighted_sum(state, seeds, ranks.to(state.center.dtype))  # (dim,) Σ r_i ε_i
-        gradient = total / (len(seeds) * state.mutation.sigma**2)  # (dim,)
+        denominator = len(seeds) * state.mutation.sigma**2  # n σ², a Python float
+        if denominator >= torch.finfo(state.center.dtype).tiny:
+            gradient = total / denominator  # (dim,)
+        else:  # n σ² underflows in the center's dtype (σ = 1e-25 in float32): divide in two steps
+            gradient = total / (len(seeds) * state.mutation.sigma) / state.mutation.sigma  # (dim,)
 
         # --- step: x ← optimizer(x, g), on a private copy of the center and optimizer state
         # (optimizers update their state in place, so the state loaded is a copy; the state saved
