@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from evograd import flat, noise
+from evograd import flat, noise, validate
 from evograd.shaping import finite_or_worst
 
 __all__ = [
@@ -107,9 +107,7 @@ class ChunkedEvaluator:
     reuses_chunks = True
 
     def __init__(self, *, chunk_size: int = 256, layout: flat.Layout | None = None) -> None:
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size={chunk_size!r} is out of range; allowed integers in [1, inf)")
-        self.chunk_size = chunk_size
+        self.chunk_size = validate.integer("chunk_size", chunk_size, low=1)
         self.layout = layout
         self.evaluations = 0
         self.forward_passes = 0
@@ -132,7 +130,7 @@ class ChunkedEvaluator:
         if center.device.type == "cpu":
             _prime_malloc()
         context = self._begin()
-        fitness = torch.empty(len(seeds), dtype=center.dtype, device=center.device)
+        fitness = torch.empty(len(seeds), dtype=torch.float64, device=center.device)  # (n,) exact for any loss
         with torch.no_grad():
             for part, rows in noise.iter_rows(
                 mutation,
@@ -161,7 +159,7 @@ class ChunkedEvaluator:
                 f"candidates have {candidates.shape[1]} entries but the model has {self.layout.dim} parameters"
             )
         context = self._begin()
-        fitness = torch.empty(len(candidates), dtype=candidates.dtype, device=candidates.device)
+        fitness = torch.empty(len(candidates), dtype=torch.float64, device=candidates.device)  # (n,)
         with torch.no_grad():
             for start in range(0, len(candidates), self.chunk_size):
                 part = slice(start, start + self.chunk_size)
@@ -185,6 +183,29 @@ class ChunkedEvaluator:
         raise NotImplementedError
 
 
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
+def _checked_batch(batch: Any) -> Any:
+    """``batch`` if it is None, a callable, a tensor or a non-empty tuple/list of tensors; else a TypeError."""
+    if batch is None or callable(batch):
+        return batch
+    if isinstance(batch, torch.Tensor):
+        tensors = [batch]
+    elif isinstance(batch, (tuple, list)) and batch and all(isinstance(t, torch.Tensor) for t in batch):
+        tensors = list(batch)
+    else:
+        raise TypeError(
+            f"batch={batch!r} must be a tuple (inputs, targets) of tensors, a tensor, a callable returning one, or None"
+        )
+    if any(t.dim() == 0 or len(t) == 0 for t in tensors):
+        shapes = [tuple(t.shape) for t in tensors]
+        raise ValueError(f"batch holds no samples (shapes {shapes}); allowed non-empty batches")
+    return batch
+
+
 class _ModelEvaluator(ChunkedEvaluator):
     """An evaluator of a torch model on a batch ``(inputs, targets)`` shared by every member."""
 
@@ -196,14 +217,17 @@ class _ModelEvaluator(ChunkedEvaluator):
         *,
         chunk_size: int,
     ) -> None:
+        _check_model(model)
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn={loss_fn!r} must be callable (outputs, targets) -> loss, or None")
         super().__init__(chunk_size=chunk_size, layout=flat.layout_of(model))
         self.model = model
         self.loss_fn = loss_fn
-        self.batch = batch
+        self.batch = _checked_batch(batch)
 
     def set_batch(self, batch: BatchSource) -> None:
         """Score the next calls on ``batch`` (a tuple ``(inputs, targets)`` or a callable returning one)."""
-        self.batch = batch
+        self.batch = _checked_batch(batch)
 
     def _begin(self) -> tuple:
         if self.batch is None:
@@ -322,6 +346,9 @@ class VmapEvaluator(_ModelEvaluator):
         *,
         chunk_size: int | None = None,
     ) -> None:
+        _check_model(model)
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn={loss_fn!r} must be callable (outputs, targets) -> loss")
         if chunk_size is None:
             layout = flat.layout_of(model)
             trainable = next(p for p in model.parameters() if p.requires_grad)
@@ -348,6 +375,8 @@ class FunctionEvaluator(ChunkedEvaluator):
     reuses_chunks = False  # fn is user code, free to keep the candidates it is given
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], *, chunk_size: int = 1024) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn={fn!r} must be callable: an (n, dim) tensor to (n,) fitness")
         super().__init__(chunk_size=chunk_size)
         self.fn = fn
 

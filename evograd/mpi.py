@@ -450,7 +450,7 @@ class MPIEvaluator:
         """Fitness of every member, identical on every rank; a collective call.
 
         Returns:
-            (n,) fitness in the dtype and on the device the local evaluator uses.
+            (n,) float64 fitness (exact for every float dtype) on the device the local evaluator uses.
         """
         MPI = _mpi()
         n = len(seeds)
@@ -487,7 +487,7 @@ class MPIEvaluator:
             everyone = [part[len(share) : -1].reshape(len(share), width) for part, share in zip(parts, shares)]
             self.local.absorb(torch.from_numpy(np.concatenate(everyone)))
         everything = np.concatenate([part[: len(share)] for part, share in zip(parts, shares)])
-        return torch.from_numpy(everything).to(device=fitness.device, dtype=fitness.dtype)
+        return torch.from_numpy(everything).to(device=fitness.device)  # (n,) float64, as gathered
 
     def _warn_if_unbalanced(self, n: int, shares: list[range]) -> None:
         """Warn once, on the first call, when a block is larger than a fair share of the population."""

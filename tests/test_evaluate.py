@@ -75,7 +75,8 @@ def test_fitness_callable_sees_the_candidate_and_spares_the_model():
     seeds = noise.member_seeds(0, 0, 5)
     fitness = evaluate(before, seeds, Mutation(sigma=0.5))
     expected = (before + noise.sample(Mutation(sigma=0.5), seeds, 4)).sum(1)
-    torch.testing.assert_close(fitness, expected, rtol=1e-6, atol=1e-6)
+    assert fitness.dtype == torch.float64  # fitness travels as float64 from evaluator to tell
+    torch.testing.assert_close(fitness, expected.double(), rtol=1e-6, atol=1e-6)
     assert torch.equal(flat.flatten(model), before)
 
 
