@@ -63,7 +63,7 @@ WATCHER_ENV = "EVOGRAD_MPI_WATCHER"
 #: The collectives a position names, by code (the code travels, the name is printed).
 KINDS = ("evaluation", "sync check", "settings check", "gradient average", "exit")
 _TAG = 0x7E6  # point-to-point tag of the position round
-_SPIN = 2e-3  # seconds of busy polling before the poll starts to sleep
+_SPIN = 0.05  # seconds of polling that only yields the core (as MPI's own blocking wait spins) before naps
 _NAP = 5e-3  # longest sleep between two polls
 
 
@@ -195,6 +195,8 @@ class Collectives:
             if waited > _SPIN:
                 time.sleep(nap)
                 nap = min(2 * nap, _NAP)
+            else:
+                os.sched_yield()  # let a rank sharing this core finish its share
 
     def _expire(self, requests: Sequence[Any], kind: str, generation: int, waited: float, peers: list[int] | None):
         if peers is not None:  # rank 0's receives: the ones not completed name the missing ranks
