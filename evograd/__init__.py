@@ -6,6 +6,7 @@ numpy, deap and rich; optional extras are imported where they are used).
 
 from evograd import (
     checkpoint,
+    collectives,
     context,
     cupy_bridge,
     deap_tools,
@@ -82,6 +83,7 @@ __all__ = [
     "VectorEvaluator",
     "VmapEvaluator",
     "checkpoint",
+    "collectives",
     "context",
     "cupy_bridge",
     "deap_tools",
