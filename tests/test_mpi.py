@@ -395,7 +395,7 @@ def test_mpi_of_an_episode_evaluator_on_one_rank_equals_the_evaluator(monkeypatc
 # ----------------------------------------------------------------------------------------------
 # faults: every one ends the job non-zero, naming the rank and the generation, within 60 s of it
 
-FAULT_TIMEOUT = "10"  # the collectives' deadline in these tests (seconds; the default is 300)
+FAULT_TIMEOUT = "20"  # the collectives' deadline in these tests (s; default 300): start-up skew under load stays below
 FAULT_ARGS = ("--population", "16", "--chunk-size", "4", "--generations", "40", "--log-every", "1000")
 WAITED = r"rank 0 of 2 waited [\d.]+ s for rank\(s\) \[1\] in the evaluation of generation 5"
 ABRUPT = r"rank 1 \(pid \d+\) ended abruptly at generation 5 \(outside any collective\)"
