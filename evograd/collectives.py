@@ -65,6 +65,7 @@ KINDS = ("evaluation", "sync check", "settings check", "gradient average", "exit
 _TAG = 0x7E6  # point-to-point tag of the position round
 _SPIN = 0.05  # seconds of polling that only yields the core (as MPI's own blocking wait spins) before naps
 _NAP = 5e-3  # longest sleep between two polls
+_FORWARD = 1.0  # seconds between the message of an expired deadline and MPI_Abort
 
 
 class PositionError(RuntimeError):
@@ -212,6 +213,7 @@ class Collectives:
             file=sys.stderr,
             flush=True,
         )
+        time.sleep(_FORWARD)  # the launcher forwards the message before MPI_Abort tears the job down
         self.comm.Abort(1)
 
 
