@@ -16,6 +16,7 @@ from evograd import (
     flat,
     harness,
     loggers,
+    loop,
     mpi,
     noise,
     progress,
@@ -30,7 +31,8 @@ from evograd import (
 )
 from evograd.cupy_bridge import CupyEvaluator
 from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
-from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator
+from evograd.loop import optimize
+from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator, ShardedUpdate
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
 from evograd.protocols import (
@@ -41,6 +43,7 @@ from evograd.protocols import (
     StatisticsEvaluator,
     Strategy,
     VectorEvaluator,
+    WeightedSum,
 )
 from evograd.strategies import (
     ESState,
@@ -76,12 +79,14 @@ __all__ = [
     "RollingState",
     "ScaleFreeEvolution",
     "SerialEvaluator",
+    "ShardedUpdate",
     "State",
     "StatisticsEvaluator",
     "Strategy",
     "StrategyState",
     "VectorEvaluator",
     "VmapEvaluator",
+    "WeightedSum",
     "checkpoint",
     "collectives",
     "context",
@@ -93,8 +98,10 @@ __all__ = [
     "flat",
     "harness",
     "loggers",
+    "loop",
     "mpi",
     "noise",
+    "optimize",
     "progress",
     "protocols",
     "runstore",

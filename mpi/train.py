@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 import evograd
 from evograd import checkpoint, flat, loggers, noise, tasks
-from evograd.mpi import MPIEvaluator, check_settings, state_digest
+from evograd.mpi import MPIEvaluator, ShardedUpdate, check_settings, state_digest
 
 BATCH_SALT = 0xBA7C4  # minibatch indices use their own stream of (seed, generation)
 
@@ -117,6 +117,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="members evaluated at once; ranks get whole chunks, so keep it <= population/ranks",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    parser.add_argument(
+        "--shard-update",
+        action="store_true",
+        help="each rank regenerates only its coordinates of the update (evograd.mpi.ShardedUpdate); same bits",
+    )
     parser.add_argument("--checkpoint-dir", default=None, help="directory for checkpoints (shared by all ranks)")
     parser.add_argument("--checkpoint-every", type=int, default=50)
     parser.add_argument("--keep", type=int, default=3, help="checkpoints kept")
@@ -183,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_flush_denormal(True)  # denormals slow over-fitted minibatches; the same on every rank and run
     task = make_task(args.task, args.hidden, args.seed)
     strategy = make_strategy(args.strategy, args.population, args.sigma, args.lr, args.chunk_size)
+    if args.shard_update:  # opt-in: worth it when the repeated update is a visible share of a generation
+        strategy = strategy.replace(update=ShardedUpdate())
     evaluate = MPIEvaluator(
         evograd.VmapEvaluator(task.model, task.loss, chunk_size=args.chunk_size),
         sync_every=args.sync_every,
@@ -203,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.resume:
         resumed = saver.resume(strategy=strategy, like=state, settings=resume_settings)
         if resumed is not None:
-            state, spent = resumed.state, resumed.metadata.get("forward_passes", 0)
+            # "forward_passes" is the key checkpoints written before the counter was renamed "fe" carry
+            state, spent = resumed.state, resumed.metadata.get("fe", resumed.metadata.get("forward_passes", 0))
     log = print if evaluate.rank == 0 else (lambda *a, **k: None)
     records = loggers.Fanout()  # rank 0 streams its progress lines to the --log files; a resumed run appends
     if evaluate.rank == 0 and args.log:
@@ -222,13 +230,13 @@ def main(argv: list[str] | None = None) -> None:
         except Exception as err:  # name the rank and generation; -m mpi4py then aborts the job
             print(f"rank {evaluate.rank} failed at generation {state.generation}: {err!r}", file=sys.stderr, flush=True)
             raise
-        fe = spent + evaluate.forward_passes
+        fe = spent + evaluate.fe
         if saver is not None:
             saver.step(
                 state.generation,
                 state=state,
                 strategy=strategy,
-                metadata={"forward_passes": fe},
+                metadata={"fe": fe},
                 settings=resume_settings,
             )
         if state.generation % args.log_every == 0 or state.generation == args.generations:
@@ -255,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
             state.generation,
             state=state,
             strategy=strategy,
-            metadata={"forward_passes": spent + evaluate.forward_passes},
+            metadata={"fe": spent + evaluate.fe},
             settings=resume_settings,
             final=True,
         )

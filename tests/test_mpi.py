@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from evograd import FunctionEvaluator, Mutation, OpenES, checkpoint, flat, noise
-from evograd.mpi import MPIEvaluator, split, state_digest
+from evograd.mpi import MPIEvaluator, ShardedUpdate, coordinate_shares, split, state_digest
 from evograd.tasks import mlp
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -86,6 +86,26 @@ def test_split_covers_every_index_once_balanced_and_aligned(n, parts, block):
         assert max(sizes) - min(sizes) <= 1
     assert all(abs(size - n / parts) <= block for size in sizes)
     assert all(share.start % block == 0 for share in shares if share.start < n)
+
+
+@pytest.mark.parametrize("dim", [1, 63, 64, 1000, 100_810])
+@pytest.mark.parametrize("block", [1, 64, 1024])
+def test_coordinate_shares_are_whole_blocks_of_a_partition_that_does_not_depend_on_the_rank_count(dim, block):
+    """Every rank count cuts only at multiples of ``block`` (the same blocks for 1, 2, 3, 7 and 1,000
+    ranks), covers every coordinate once in order, and gives each rank within one block of D/N."""
+    for parts in (1, 2, 3, 7, 1000):
+        shares = coordinate_shares(dim, parts, block=block)
+        assert len(shares) == parts
+        assert [i for share in shares for i in share] == list(range(dim))
+        assert all(share.start % block == 0 for share in shares if len(share))
+        assert all(share.stop % block == 0 or share.stop == dim for share in shares if len(share))
+        assert all(abs(len(share) - dim / parts) <= block for share in shares)
+
+
+@pytest.mark.parametrize("block", [0, -3, 2.5, True])
+def test_a_sharded_update_refuses_a_bad_block_before_it_needs_mpi(block):
+    with pytest.raises((TypeError, ValueError), match="block"):
+        ShardedUpdate(block=block)
 
 
 @pytest.mark.parametrize(
@@ -167,7 +187,7 @@ def test_ranks_reproduce_the_single_process_run_bit_for_bit(ranks, reference, tm
         got = results[name]
         assert torch.equal(got["fitness"], want["fitness"]), name
         assert torch.equal(got["center"], want["center"]), name
-        assert (got["evaluations"], got["forward_passes"]) == (want["evaluations"], want["forward_passes"]), name
+        assert (got["evaluations"], got["fe"]) == (want["evaluations"], want["fe"]), name
 
 
 @pytest.mark.mpi
@@ -194,6 +214,65 @@ def test_the_hybrid_optimizer_over_mpi_equals_one_process_for_every_source(tmp_p
             assert got["fe"] == want["fe"], (ranks, name)
     initial = mlp((20, 50, 1), seed=0).parameters()
     assert not any(torch.equal(p, q) for p, q in zip(reference["improvement"]["parameters"], initial))  # it trained
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_a_sharded_update_equals_the_whole_row_update_bit_for_bit_on_1_2_and_3_ranks(tmp_path):
+    """ShardedUpdate with every strategy and weighting (signed ranks, row norms to the powers 1 and 2,
+    loguniform rows with a sparse mask, clipped Cauchy with coordinate scales, a comma mean, float32
+    and float64) ends at the center of the one-process run with whole rows, bit for bit, after 5
+    generations; each rank regenerates its own coordinates of every weighted row only."""
+    script = SCRIPTS / "sharded_run.py"
+    reference = single_process(script, tmp_path / "reference.pt")
+    assert all(not torch.equal(want["center"], torch.zeros_like(want["center"])) for want in reference.values())
+    single = None  # the one-rank run's work
+    for ranks in (1, 2, 3):
+        code, out = mpirun(ranks, script, tmp_path / f"sharded-{ranks}.pt", timeout=120)
+        assert code == 0, out
+        assert all(f"rank {r} of {ranks} ok" in out for r in range(ranks)), out
+        results = torch.load(tmp_path / f"sharded-{ranks}.pt")
+        widths = results.pop("widths")
+        assert sum(widths) == 1000 and all(abs(width - 1000 / ranks) <= 64 for width in widths)
+        for name, want in reference.items():
+            got = results[name]
+            assert torch.equal(got["fitness"], want["fitness"]), (ranks, name)
+            assert torch.equal(got["center"], want["center"]), (ranks, name)
+        # signed ranks weight every member and need no norms: 5 generations x 18 rows x the rank's width
+        assert results["openes"]["regenerated"] == [5 * 18 * width for width in widths], ranks
+        # the (mu/mu, lambda) mean: 5 generations x 5 elite rows x the rank's width
+        assert results["evolution-comma"]["regenerated"] == [5 * 5 * width for width in widths], ranks
+        # norms cost whole rows of a share of the members: the ranks' work adds up to one rank's, shared evenly
+        work = results["rolling-improvement"]["regenerated"]
+        single = work[0] if single is None else single
+        assert sum(work) == single and all(abs(w - single / ranks) <= 0.1 * single / ranks for w in work), work
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_train_with_a_sharded_update_ends_with_the_state_of_the_unsharded_run():
+    """``mpi/train.py --shard-update`` on 3 ranks: the same final state digest as 1 rank without it."""
+    digests = []
+    for ranks, flags in ((1, ()), (3, ("--shard-update",))):
+        code, out = mpirun(
+            ranks,
+            TRAIN,
+            "--strategy",
+            "rolling",
+            "--population",
+            16,
+            "--chunk-size",
+            4,
+            "--generations",
+            15,
+            "--log-every",
+            100,
+            *flags,
+            timeout=120,
+        )
+        assert code == 0, out
+        digests.append(out.split("state digest ")[-1].split(")")[0])
+    assert digests[0] == digests[1], digests
 
 
 @pytest.mark.mpi
@@ -317,10 +396,10 @@ def test_observation_statistics_merge_bit_for_bit_on_1_2_and_3_ranks(tmp_path):
             assert torch.equal(got["fitness"], want["fitness"]), (ranks, name)
             assert torch.equal(got["center"], want["center"]), (ranks, name)
             assert all(torch.equal(a, b) for a, b in zip(got["statistics"], want["statistics"])), (ranks, name)
-            assert (got["forward_passes"], got["generation"]) == (want["forward_passes"], want["generation"])
+            assert (got["fe"], got["generation"]) == (want["fe"], want["generation"])
     for want in reference.values():
         count, _, m2, _ = want["statistics"]
-        assert count == want["forward_passes"] and bool((m2 > 0).all()), "every observation acted on was merged"
+        assert count == want["fe"] and bool((m2 > 0).all()), "every observation acted on was merged"
 
 
 class _OneRank:
@@ -341,13 +420,13 @@ class _Recorder:
     """A StatisticsEvaluator whose rows are known: member i's row is (seed, i, -i); it records what it absorbs."""
 
     statistics_width = 3
-    evaluations = forward_passes = 0
+    evaluations = fe = 0
 
     def __init__(self):
         self.absorbed = []
 
     def evaluate(self, center, seeds, mutation):
-        self.forward_passes += 2 * len(seeds)
+        self.fe += 2 * len(seeds)
         rows = torch.stack([seeds.double(), torch.arange(len(seeds)).double(), -torch.arange(len(seeds)).double()], 1)
         return seeds.double() / 10, rows
 
@@ -368,7 +447,7 @@ def test_statistics_travel_with_the_fitness_and_are_absorbed_once_in_member_orde
     evaluate = MPIEvaluator(local, _OneRank())
     seeds = torch.arange(5, dtype=torch.int64) * 7
     fitness = evaluate(torch.zeros(2), seeds, Mutation())
-    assert torch.equal(fitness, seeds.double() / 10) and evaluate.forward_passes == 10
+    assert torch.equal(fitness, seeds.double() / 10) and evaluate.fe == 10
     (rows,) = local.absorbed
     assert torch.equal(rows, local.evaluate(None, seeds, None)[1])
 
@@ -386,7 +465,7 @@ def test_mpi_of_an_episode_evaluator_on_one_rank_equals_the_evaluator(monkeypatc
         model = task.make_model(0)
         evaluate = wrap(tasks.EpisodeEvaluator(model, task.environment, seed=0, obs_norm=True, chunk_size=3))
         fitness = evaluate(flat.flatten(model), seeds, mutation)
-        runs.append((fitness, model[0].mean.clone(), model[0].m2.clone(), evaluate.forward_passes))
+        runs.append((fitness, model[0].mean.clone(), model[0].m2.clone(), evaluate.fe))
     (fitness, mean, m2, steps), (fitness_mpi, mean_mpi, m2_mpi, steps_mpi) = runs
     assert torch.equal(fitness, fitness_mpi) and torch.equal(mean, mean_mpi) and torch.equal(m2, m2_mpi)
     assert steps == steps_mpi == 6 * 200

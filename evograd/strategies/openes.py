@@ -110,7 +110,7 @@ class OpenES(SeedStrategy[ESState]):
         ranks = shaping.centered_ranks(fitness)  # (n,)
 
         # --- estimate: g = Σ_i r_i ε_i / (n σ²), uphill in loss
-        total, _ = self.weighted_sum(state, seeds, ranks.to(state.center.dtype))  # (dim,) Σ r_i ε_i
+        total, _ = self.weighted_sum(state, seeds, ranks.to(state.center.dtype), with_norms=False)  # (dim,)
         denominator = len(seeds) * state.mutation.sigma**2  # n σ², a Python float
         if denominator >= torch.finfo(state.center.dtype).tiny:
             gradient = total / denominator  # (dim,)
