@@ -462,6 +462,7 @@ class SerialEvaluator(_ModelEvaluator):
     ) -> None:
         if (fitness is None) == (loss_fn is None):
             raise ValueError("pass exactly one of loss_fn (with batch) or fitness")
+        _check_model(model)
         with model_lock(model):  # another thread's call swaps the model's parameters out
             super().__init__(model, loss_fn, batch, chunk_size=chunk_size, dropout=dropout)
             self.fitness = fitness
