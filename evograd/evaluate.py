@@ -311,10 +311,9 @@ def _checked_batch(batch: Any) -> Any:
         raise TypeError(
             f"batch={batch!r} must be a tuple (inputs, targets) of tensors, a tensor, a callable returning one, or None"
         )
-    if any(t.dim() == 0 or len(t) == 0 for t in tensors):
-        shapes = [tuple(t.shape) for t in tensors]
-        raise ValueError(f"batch holds no samples (shapes {shapes}); allowed non-empty batches")
-    return batch
+    if any(t.dim() == 0 for t in tensors):
+        raise ValueError(f"batch holds a 0-d tensor (shapes {[tuple(t.shape) for t in tensors]}); allowed samples")
+    return batch  # an empty batch is refused at the call, where a callable's batch is seen too
 
 
 class _ModelEvaluator(ChunkedEvaluator):

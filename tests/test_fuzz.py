@@ -53,8 +53,9 @@ BAD = {
     "object": object(),
 }
 #: (value, argument) pairs that are right: a dict of factors or keywords, even an empty one; data
-#: holding NaN (it scores NaN, which tell ranks worst: data is not a setting)
-ALLOWED = {("dict", "scale"), ("dict", "optimizer_kw"), ("nan tensor", "batch")}
+#: holding NaN (it scores NaN, which tell ranks worst: data is not a setting); an empty batch, which
+#: the call refuses (tests/test_evaluate.py), as it must for a callable's batch too
+ALLOWED = {("dict", "scale"), ("dict", "optimizer_kw"), ("nan tensor", "batch"), ("empty tensor", "batch")}
 NEVER = {"str", "list", "dict", "nan", "inf", "-inf", "empty tensor", "nan tensor", "object"}
 
 
@@ -123,6 +124,12 @@ CASES = {
         {"local": FunctionEvaluator(_sphere), "comm": _OneRank()},
         ["local", "block", "sync_every", "timeout"],
         {"block", "timeout"},
+    ),
+    "ShardedUpdate": (
+        lambda **kw: evograd.ShardedUpdate(**kw),
+        {"comm": _OneRank()},
+        ["block"],
+        set(),
     ),
     "Checkpointer": (Checkpointer, {"directory": "unused", "every": 1}, ["every", "keep", "rank"], set()),
     "Budget": (Budget, {"fe": 100}, ["fe", "points"], set()),
@@ -231,6 +238,6 @@ def test_every_public_class_with_settings_is_fuzzed():
         if isinstance(getattr(evograd, name), type)
         and not name.endswith("State")
         and name not in {"State", "Strategy", "Evaluator", "ModelEvaluator", "VectorEvaluator"}
-        and name not in {"StatisticsEvaluator", "GradientEstimator"}
+        and name not in {"StatisticsEvaluator", "GradientEstimator", "WeightedSum"}
     }
     assert public - set(CASES) - set(skipped) == set()
