@@ -6,6 +6,7 @@ numpy, deap and rich; optional extras are imported where they are used).
 
 from evograd import (
     checkpoint,
+    collectives,
     context,
     cupy_bridge,
     deap_tools,
@@ -104,6 +105,7 @@ __all__ = [
     "VmapEvaluator",
     "WeightedSum",
     "checkpoint",
+    "collectives",
     "context",
     "cupy_bridge",
     "deap_tools",

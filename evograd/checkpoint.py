@@ -18,11 +18,23 @@ looked up by name, so a new strategy needs nothing here; ``load`` without ``like
 state as the plain data it was stored as. The same two functions carry the hybrid optimizer's
 source states through its ``state_dict()``.
 
+Integrity. A file is a header line ``evograd-checkpoint v2 sha256 <64 hex digits>`` followed by the
+``torch.save`` payload; :func:`load` recomputes the SHA-256 of the payload and refuses the file when
+it differs, before unpickling anything, so a flipped bit or byte anywhere is reported, never loaded.
+After reading, every field is checked for its type and range (the generation an integer >= 0, the
+sections of the right kind), and a state or optimizer holding NaN, or a tensor holding ±inf, is
+refused, naming where. Files of version 1 (no header) still load.
+
+Exact resume. Besides the strategy's configuration, a checkpoint records the run's ``settings``
+that exact resume depends on (the task, the batch size, a fingerprint of the data, ...; whatever
+the caller passes); :func:`load` with ``settings=`` refuses a different set, naming each difference.
+
 Atomicity. :func:`save` writes a temporary file in the target directory, flushes and fsyncs it,
 renames it over the target with ``os.replace`` and fsyncs the directory: after a crash at any point
 the target is either the previous complete checkpoint or the new complete one. :class:`Checkpointer`
 names files by generation (``ckpt-000000120.pt``), keeps the newest ``keep``, deletes only files of
-that pattern, and refuses to write where it would replace or prune another run's checkpoints.
+that pattern and the temporary files an interrupted save of that pattern left behind, and refuses
+to write where it would replace or prune another run's checkpoints.
 
 Example of a loop (every rank runs it; only rank 0 writes)::
 
@@ -42,6 +54,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import io
+import math
 import os
 import re
 import tempfile
@@ -57,9 +72,14 @@ from evograd.protocols import State
 __all__ = ["Checkpoint", "CheckpointError", "Checkpointer", "latest", "load", "plain", "restore", "save"]
 
 FORMAT = "evograd-checkpoint"
-VERSION = 1
+VERSION = 2
 DATACLASS = "__dataclass__"  # the key that marks a dataclass in plain data
 _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
+_TEMPORARY = re.compile(r"^\.ckpt-\d+\.pt\..+\.tmp$")  # what an interrupted save of a Checkpointer leaves
+#: The first bytes of a version-2 file: the header line ``MAGIC + <64 hex digits of SHA-256> + b"\n"``.
+MAGIC = b"evograd-checkpoint v2 sha256 "
+_HEADER = len(MAGIC) + 64 + 1
+_ZIP = b"PK\x03\x04"  # a version-1 file: a bare torch.save archive
 
 PathLike = str | os.PathLike
 
@@ -80,6 +100,7 @@ class Checkpoint:
         optimizer: the optimizer ``state_dict()``, or None; apply it with ``opt.load_state_dict``.
         metadata: the user metadata (a dict, empty when none was saved).
         strategy: the saved strategy's class name, or None.
+        settings: the run settings saved (see :func:`save`), or None.
     """
 
     path: Path
@@ -88,6 +109,7 @@ class Checkpoint:
     optimizer: dict | None
     metadata: dict
     strategy: str | None
+    settings: dict | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,6 +344,7 @@ def save(
     strategy: Any = None,
     optimizer: Any = None,
     metadata: Mapping | None = None,
+    settings: Mapping | None = None,
 ) -> Path:
     """Write a checkpoint atomically: ``path`` ends up either untouched or holding the complete new file.
 
@@ -334,12 +357,15 @@ def save(
         optimizer: a ``torch.optim.Optimizer`` (its ``state_dict()`` is stored) or a state dict of
             tensors and plain values.
         metadata: plain user data (numbers, strings, tensors, containers), e.g. the command line.
+        settings: the run settings exact resume depends on (plain data, e.g. ``{"batch_size": 128,
+            "data": fingerprint}``); :func:`load` with ``settings=`` refuses different ones.
 
     Returns:
         ``path`` as a Path.
 
     Raises:
-        CheckpointError: something cannot be stored as plain data (nothing is written).
+        CheckpointError: something cannot be stored as plain data, or the state holds NaN or a
+            tensor holds ±inf (nothing is written).
         ValueError: ``generation`` out of range.
 
     Examples:
@@ -364,12 +390,20 @@ def save(
         "strategy": None if strategy is None else {"class": type(strategy).__name__, "config": _config(strategy)},
         "optimizer": plain(optimizer, root="optimizer"),
         "metadata": plain(dict(metadata or {}), root="metadata"),
+        "settings": None if settings is None else plain(dict(settings), root="settings"),
     }
+    problems = _nonfinite(payload["state"], "state") + _nonfinite(payload["optimizer"], "optimizer")
+    if problems:
+        raise CheckpointError("refusing to save non-finite values: " + "; ".join(problems))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    body = buffer.getvalue()
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as file:
-            torch.save(payload, file)
+            file.write(MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n")
+            file.write(body)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
@@ -381,7 +415,14 @@ def save(
     return path
 
 
-def load(path: PathLike, *, strategy: Any = None, like: State | None = None, map_location: Any = None) -> Checkpoint:
+def load(
+    path: PathLike,
+    *,
+    strategy: Any = None,
+    like: State | None = None,
+    settings: Mapping | None = None,
+    map_location: Any = None,
+) -> Checkpoint:
     """Read a checkpoint safely and check it fits this run before anything is used.
 
     Args:
@@ -391,6 +432,7 @@ def load(path: PathLike, *, strategy: Any = None, like: State | None = None, map
             must have its class, seed, and center shape and dtype (the same model), and is rebuilt
             on it (:func:`restore`). Without it, ``Checkpoint.state`` is the plain data stored
             (:func:`plain`).
+        settings: if given, the saved run settings must be equal (see :func:`save`).
         map_location: as for ``torch.load`` (e.g. ``"cpu"`` for a checkpoint written on a GPU); by
             default the device of ``like``'s center when ``like`` is given, so a run resumes on its
             own device whichever device wrote the file.
@@ -399,30 +441,51 @@ def load(path: PathLike, *, strategy: Any = None, like: State | None = None, map
         The :class:`Checkpoint`; ``load`` changes nothing itself.
 
     Raises:
-        CheckpointError: the file is truncated, corrupt, not a checkpoint, would need unpickling
-            code, or does not match ``strategy``/``like`` (the message lists what differs).
+        CheckpointError: the file is truncated, corrupt (its SHA-256 differs), not a checkpoint,
+            would need unpickling code, holds a field of the wrong type or range or a non-finite
+            state, or does not match ``strategy``/``like``/``settings`` (the message lists what
+            differs).
         FileNotFoundError: no such file.
     """
     path = Path(path)
     if map_location is None and like is not None:
         map_location = like.center.device
+    data = path.read_bytes()
+    unreadable = f"{path} cannot be read: it is truncated, corrupt, or holds more than plain data"
+    advice = "Delete it to fall back to the previous checkpoint."
+    if data.startswith(_ZIP):  # version 1: no digest
+        body, version = data, 1
+    elif data.startswith(MAGIC) and len(data) >= _HEADER and data[_HEADER - 1 : _HEADER] == b"\n":
+        body, version = data[_HEADER:], VERSION
+        if hashlib.sha256(body).hexdigest().encode() != data[len(MAGIC) : _HEADER - 1]:
+            raise CheckpointError(f"{unreadable} (its SHA-256 digest does not match its contents). {advice}")
+    elif MAGIC.startswith(data[: len(MAGIC)]) or _ZIP.startswith(data[:4]):  # cut inside the header
+        raise CheckpointError(f"{unreadable} (it ends in its header). {advice}")
+    else:
+        raise CheckpointError(f"{path} is not an evograd checkpoint (unknown header {data[:16]!r})")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
+        payload = torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
     except Exception as err:  # zip, unpickling and weights_only errors all mean: not usable
         raise CheckpointError(
-            f"{path} cannot be read: it is truncated, corrupt, or holds more than plain data "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Delete it "
-            "to fall back to the previous checkpoint."
+            f"{unreadable} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). {advice}"
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an evograd checkpoint")
-    if not isinstance(payload.get("version"), int) or payload["version"] > VERSION:
+    if payload.get("version") != version:
         raise CheckpointError(
-            f"{path} has format version {payload.get('version')!r}; this evograd reads up to {VERSION}"
+            f"{path} has format version {payload.get('version')!r} in a version-{version} file; this evograd "
+            f"reads versions 1 to {VERSION}"
         )
+    problems = _invalid(payload)
+    if problems:
+        raise CheckpointError(f"{path} holds invalid values: " + "; ".join(problems))
     problems = []
+    if settings is not None:
+        saved_settings = payload.get("settings")
+        if saved_settings is None:
+            problems.append("settings (saved none, now given)")
+        else:
+            problems += _differences(saved_settings, plain(dict(settings), root="settings"), "settings")
     if strategy is not None:
         saved = payload["strategy"] or {"class": None, "config": None}
         if saved["class"] != type(strategy).__name__:
@@ -446,7 +509,52 @@ def load(path: PathLike, *, strategy: Any = None, like: State | None = None, map
         optimizer=payload["optimizer"],
         metadata=payload["metadata"],
         strategy=(payload["strategy"] or {}).get("class"),
+        settings=payload.get("settings"),
     )
+
+
+def _invalid(payload: dict) -> list[str]:
+    """What is wrong with a payload's fields: types, ranges, non-finite state (empty when all is well)."""
+    problems = []
+    generation = payload.get("generation")
+    if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
+        problems.append(f"generation={generation!r} (allowed integers in [0, inf))")
+    kinds = {"strategy": (dict, type(None)), "optimizer": (dict, type(None)), "metadata": (dict,)}
+    kinds["settings"] = (dict, type(None))
+    for key, allowed in kinds.items():
+        if not isinstance(payload.get(key), allowed):
+            names = " or ".join(kind.__name__ for kind in allowed)
+            problems.append(f"{key} is a {type(payload.get(key)).__name__} (allowed {names})")
+    saved = payload.get("strategy")
+    if isinstance(saved, dict) and not (isinstance(saved.get("class"), str) and isinstance(saved.get("config"), dict)):
+        problems.append("strategy must hold a class name and a config dict")
+    record = _record(payload.get("state"))
+    if record is not None:
+        fields = record[1]
+        if "generation" in fields and fields["generation"] != generation:
+            was = fields["generation"]
+            problems.append(f"state.generation={was!r} (the checkpoint's generation is {generation!r})")
+        seed = fields.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            problems.append(f"state.seed={seed!r} (allowed integers in [0, 2**63))")
+    problems += _nonfinite(payload.get("state"), "state") + _nonfinite(payload.get("optimizer"), "optimizer")
+    return problems
+
+
+def _nonfinite(saved: Any, where: str) -> list[str]:
+    """Where plain data holds NaN (anywhere) or ±inf (in a tensor; a float may be inf, e.g. a fitness not yet seen)."""
+    record = _record(saved)
+    if record is not None:
+        saved = record[1]  # a dataclass's fields are named like attributes
+    if isinstance(saved, dict):
+        return [found for key, value in saved.items() for found in _nonfinite(value, f"{where}.{key}")]
+    if isinstance(saved, (list, tuple)):
+        return [found for i, value in enumerate(saved) for found in _nonfinite(value, f"{where}[{i}]")]
+    if isinstance(saved, torch.Tensor) and saved.is_floating_point() and not bool(torch.isfinite(saved).all()):
+        return [f"{where} has non-finite entries"]
+    if isinstance(saved, float) and math.isnan(saved):
+        return [f"{where} is NaN"]
+    return []
 
 
 def _identity(saved: Any, like: State) -> list[str]:
@@ -542,6 +650,10 @@ class Checkpointer:
         if self.rank != 0 or not due or generation == self._owned_until:
             return None
         self.directory.mkdir(parents=True, exist_ok=True)
+        for entry in self.directory.iterdir():  # what saves interrupted by a crash left behind
+            if _TEMPORARY.match(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
         found = _generations(self.directory)
         foreign = sorted(g for g in found if self._owned_until is None or g > self._owned_until)
         if foreign:

@@ -213,9 +213,7 @@ class ChunkedEvaluator:
     reuses_chunks = True
 
     def __init__(self, *, chunk_size: int = 256, layout: flat.Layout | None = None) -> None:
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size={chunk_size!r} is out of range; allowed integers in [1, inf)")
-        self.chunk_size = chunk_size
+        self.chunk_size = validate.integer("chunk_size", chunk_size, low=1)
         self.layout = layout
         self.evaluations = 0
         self.fe = 0
@@ -243,7 +241,7 @@ class ChunkedEvaluator:
     def _evaluate(self, center: torch.Tensor, seeds: torch.Tensor, mutation: noise.Mutation) -> torch.Tensor:
         """:meth:`__call__` once its checks passed, under :meth:`_guard`."""
         context = self._begin()
-        fitness = torch.empty(len(seeds), dtype=center.dtype, device=center.device)
+        fitness = torch.empty(len(seeds), dtype=torch.float64, device=center.device)  # (n,) exact for any loss
         with torch.no_grad():
             for part, scores in self._score_members(center, seeds, mutation, context):
                 fitness[part] = scores.to(fitness.dtype)
@@ -280,7 +278,7 @@ class ChunkedEvaluator:
             )
         with self._guard():
             context = self._begin()
-            fitness = torch.empty(len(candidates), dtype=candidates.dtype, device=candidates.device)
+            fitness = torch.empty(len(candidates), dtype=torch.float64, device=candidates.device)  # (n,)
             with torch.no_grad():
                 for start in range(0, len(candidates), self.chunk_size):
                     part = slice(start, start + self.chunk_size)
@@ -322,6 +320,28 @@ class _PairBatch:
     done: int = 0  # members scored so far
 
 
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
+def _checked_batch(batch: Any) -> Any:
+    """``batch`` if it is None, a callable, a tensor or a non-empty tuple/list of tensors; else a TypeError."""
+    if batch is None or callable(batch):
+        return batch
+    if isinstance(batch, torch.Tensor):
+        tensors = [batch]
+    elif isinstance(batch, (tuple, list)) and batch and all(isinstance(t, torch.Tensor) for t in batch):
+        tensors = list(batch)
+    else:
+        raise TypeError(
+            f"batch={batch!r} must be a tuple (inputs, targets) of tensors, a tensor, a callable returning one, or None"
+        )
+    if any(t.dim() == 0 for t in tensors):
+        raise ValueError(f"batch holds a 0-d tensor (shapes {[tuple(t.shape) for t in tensors]}); allowed samples")
+    return batch  # an empty batch is refused at the call, where a callable's batch is seen too
+
+
 class _ModelEvaluator(ChunkedEvaluator):
     """An evaluator of a torch model on a batch shared by every member, or (``per_pair``) one batch per pair.
 
@@ -340,6 +360,9 @@ class _ModelEvaluator(ChunkedEvaluator):
         per_pair: bool = False,
         dropout: str = "refuse",
     ) -> None:
+        _check_model(model)
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn={loss_fn!r} must be callable (outputs, targets) -> loss, or None")
         super().__init__(chunk_size=chunk_size, layout=flat.layout_of(model))
         self.model = model
         self.loss_fn = loss_fn
@@ -370,7 +393,10 @@ class _ModelEvaluator(ChunkedEvaluator):
         return self._with_members(members, lambda: super(_ModelEvaluator, self).score(candidates))
 
     def _checked(self, batch: Any) -> Any:
-        if self.per_pair and batch is not None and not isinstance(batch, MemberBatches):
+        """``batch`` checked: a MemberBatches with ``per_pair`` (or None), else as :func:`_checked_batch`."""
+        if not self.per_pair:
+            return _checked_batch(batch)
+        if batch is not None and not isinstance(batch, MemberBatches):
             raise TypeError(
                 f"batch must be a MemberBatches (e.g. evograd.harness.Minibatches) with per_pair=True, "
                 f"got {type(batch).__name__}"
@@ -524,6 +550,7 @@ class SerialEvaluator(_ModelEvaluator):
     ) -> None:
         if (fitness is None) == (loss_fn is None):
             raise ValueError("pass exactly one of loss_fn (with batch) or fitness")
+        _check_model(model)
         if fitness is not None and per_pair is True:
             raise ValueError("per_pair=True needs loss_fn and a batch source; a fitness function has no batch")
         with model_lock(model):  # another thread's call swaps the model's parameters out
@@ -627,6 +654,9 @@ class VmapEvaluator(_ModelEvaluator):
         dropout: str = "refuse",
         compile: bool = False,
     ) -> None:
+        _check_model(model)
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn={loss_fn!r} must be callable (outputs, targets) -> loss")
         with model_lock(model):  # another thread's call swaps the model's parameters out
             if chunk_size is None:
                 layout = flat.layout_of(model)
@@ -724,6 +754,7 @@ class LowRankEvaluator(VmapEvaluator):
         chunk_size: int | None = None,
         dropout: str = "refuse",
     ) -> None:
+        batch = _checked_batch(batch)  # before its samples size the default chunk
         if chunk_size is None:
             chunk_size = default_low_rank_chunk_size(None if batch is None or callable(batch) else batch)
         super().__init__(model, loss_fn, batch, chunk_size=chunk_size, dropout=dropout)
@@ -887,6 +918,8 @@ class FunctionEvaluator(ChunkedEvaluator):
     reuses_chunks = False  # fn is user code, free to keep the candidates it is given
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], *, chunk_size: int = 1024) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn={fn!r} must be callable: an (n, dim) tensor to (n,) fitness")
         super().__init__(chunk_size=chunk_size)
         self.fn = fn
 

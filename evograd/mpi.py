@@ -68,9 +68,10 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,7 @@ import torch
 from torch import nn
 
 from evograd import noise, tree, validate
+from evograd.collectives import Collectives, PositionError, resolve_timeout
 from evograd.evaluate import ChunkedEvaluator
 from evograd.protocols import (
     Batch,
@@ -93,9 +95,11 @@ __all__ = [
     "MPIEvaluator",
     "MPIModelEvaluator",
     "MPIVectorEvaluator",
+    "PositionError",
     "ShardedUpdate",
     "SyncError",
     "allreduce_mean_",
+    "check_settings",
     "check_sync",
     "coordinate_shares",
     "split",
@@ -214,15 +218,23 @@ def state_digest(obj: Any) -> int:
     return int.from_bytes(hasher.digest(), "little")
 
 
-def check_sync(obj: Any, *, generation: int, comm: Any = None) -> int:
+def _collectives(comm: Any, timeout: float | None) -> Collectives | None:
+    """The deadline-guarded collectives of ``comm``, or None for a single rank (nothing to wait for)."""
+    return Collectives(comm, timeout=timeout) if comm.Get_size() > 1 else None
+
+
+def check_sync(obj: Any, *, generation: int, comm: Any = None, timeout: float | None = None) -> int:
     """Check that every rank holds the same ``obj``; a collective call, made by all ranks together.
 
-    Each rank hashes ``obj`` (see :func:`state_digest`) and the ranks all-gather the 8-byte digests.
+    Each rank hashes ``obj`` (see :func:`state_digest`) and the ranks all-gather the 8-byte digests,
+    with a deadline (see :mod:`evograd.collectives`).
 
     Args:
         obj: what must agree: usually the strategy state (center, estimate, optimizer state, sigma).
         generation: reported in the error.
         comm: an mpi4py communicator (default ``MPI.COMM_WORLD``).
+        timeout: seconds to wait for the other ranks before aborting the job (default
+            ``$EVOGRAD_MPI_TIMEOUT`` or 300).
 
     Returns:
         The common digest.
@@ -230,10 +242,19 @@ def check_sync(obj: Any, *, generation: int, comm: Any = None) -> int:
     Raises:
         SyncError: on every rank when any digest differs, naming the generation and the ranks
             outside the largest group of agreeing ranks.
+        PositionError: on every rank when the ranks are not all in this check at this generation.
     """
     comm = _world(comm)
+    return _check_digests(obj, generation, comm, _collectives(comm, timeout))
+
+
+def _check_digests(obj: Any, generation: int, comm: Any, collectives: Collectives | None) -> int:
     digests = np.empty(comm.Get_size(), dtype=np.uint64)
-    comm.Allgather(np.array([state_digest(obj)], dtype=np.uint64), digests)
+    mine = np.array([state_digest(obj)], dtype=np.uint64)
+    if collectives is None:
+        comm.Allgather(mine, digests)
+    else:
+        collectives.allgather(mine, digests, kind="sync check", generation=generation)
     groups = collections.defaultdict(list)
     for rank, digest in enumerate(digests.tolist()):
         groups[digest].append(rank)
@@ -248,7 +269,70 @@ def check_sync(obj: Any, *, generation: int, comm: Any = None) -> int:
     return int(digests[0])
 
 
-def allreduce_mean_(tensors: Iterable[torch.Tensor | None], comm: Any = None) -> None:
+def check_settings(
+    settings: Mapping[str, Any], *, comm: Any = None, generation: int = 0, timeout: float | None = None
+) -> None:
+    """Check that every rank runs with the same settings and data; a collective call.
+
+    Call it once before training, with everything the ranks must share: the task, batch size,
+    budget, generations, sync interval, seed, and a fingerprint of the data (e.g.
+    ``state_digest(train_tensors)``), so that ranks that would silently compute different things end
+    the job at once instead of finishing "in sync" with a wrong result. Values are compared as
+    JSON (tensors by :func:`state_digest`).
+
+    Args:
+        settings: field name -> value (numbers, strings, None, bools, lists, tensors).
+        comm: an mpi4py communicator (default ``MPI.COMM_WORLD``).
+        generation: reported in the error.
+        timeout: seconds to wait for the other ranks (see :func:`check_sync`).
+
+    Raises:
+        SyncError: on every rank when any field differs, naming each differing field with the
+            value of every rank.
+        TypeError: ``settings`` is not a mapping of str keys.
+
+    Examples:
+        >>> check_settings({"task": "digits", "batch_size": 128})  # doctest: +SKIP
+    """
+    if not isinstance(settings, Mapping) or not all(isinstance(key, str) for key in settings):
+        raise TypeError(f"settings must be a mapping of str field names to values, got {type(settings).__name__}")
+    mine = {key: _setting(value) for key, value in sorted(settings.items())}
+    comm = _world(comm)
+    collectives = _collectives(comm, timeout)
+    if collectives is None:
+        return
+    data = json.dumps(mine, sort_keys=True).encode()
+    texts = collectives.allgather_bytes(data, kind="settings check", generation=generation)
+    everyone = [json.loads(text) for text in texts]
+    problems = []
+    for field in sorted(set().union(*everyone)):
+        values = [ranks.get(field, "<missing>") for ranks in everyone]
+        if any(value != values[0] for value in values):
+            groups: dict[str, list[int]] = collections.defaultdict(list)
+            for rank, value in enumerate(values):
+                groups[json.dumps(value)].append(rank)
+            problems.append(f"{field} (" + ", ".join(f"rank(s) {r}: {v}" for v, r in groups.items()) + ")")
+    if problems:
+        raise SyncError(f"ranks run with different settings at generation {generation}: " + "; ".join(problems))
+
+
+def _setting(value: Any) -> Any:
+    """A setting as JSON-ready data: tensors and arrays by digest, containers element by element."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        tensor = torch.as_tensor(value)
+        return f"digest {state_digest(tensor):016x} of {tuple(tensor.shape)} {tensor.dtype}"
+    if isinstance(value, Mapping):
+        return {str(key): _setting(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_setting(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def allreduce_mean_(
+    tensors: Iterable[torch.Tensor | None], comm: Any = None, *, generation: int = 0, timeout: float | None = None
+) -> None:
     """Average tensors across ranks in place (data-parallel gradients), with one ``Allreduce`` per dtype.
 
     Every rank must pass the same shapes in the same order. ``None`` entries (parameters without a
@@ -259,6 +343,8 @@ def allreduce_mean_(tensors: Iterable[torch.Tensor | None], comm: Any = None) ->
     Args:
         tensors: floating tensors, e.g. ``[p.grad for p in model.parameters()]``.
         comm: an mpi4py communicator (default ``MPI.COMM_WORLD``).
+        generation: the step, reported if a rank does not arrive in time.
+        timeout: seconds to wait for the other ranks (see :func:`check_sync`).
 
     Raises:
         ValueError: a tensor is not floating point.
@@ -276,9 +362,13 @@ def allreduce_mean_(tensors: Iterable[torch.Tensor | None], comm: Any = None) ->
             raise ValueError(f"tensors must be floating point, got dtype {tensor.dtype}")
         groups[torch.promote_types(tensor.dtype, torch.float32)].append(tensor)
     size = comm.Get_size()
+    collectives = _collectives(comm, timeout)
     for dtype, group in groups.items():
         flat = torch.cat([t.detach().reshape(-1).to(device="cpu", dtype=dtype) for t in group])  # (total,)
-        comm.Allreduce(MPI.IN_PLACE, flat.numpy(), op=MPI.SUM)
+        if collectives is None:
+            comm.Allreduce(MPI.IN_PLACE, flat.numpy(), op=MPI.SUM)
+        else:
+            collectives.allreduce_sum(flat.numpy(), kind="gradient average", generation=generation)
         flat /= size
         start = 0
         for t in group:
@@ -444,6 +534,9 @@ class MPIEvaluator:
             evaluator's ``chunk_size`` when it is a :class:`~evograd.ChunkedEvaluator`
             (bit-identical to one process with that evaluator), else 1.
         sync_every: :meth:`check_sync` compares the ranks' states every this many generations.
+        timeout: seconds each collective waits for the other ranks before the job is aborted with
+            a message naming the missing rank(s) and the generation (default
+            ``$EVOGRAD_MPI_TIMEOUT`` or 300; see :mod:`evograd.collectives`).
 
     Attributes:
         evaluations: members scored, summed over all ranks (the same number on every rank).
@@ -452,7 +545,8 @@ class MPIEvaluator:
 
     Raises:
         TypeError: ``local`` is not an :class:`~evograd.protocols.Evaluator`.
-        ValueError: ``block`` or ``sync_every`` out of range.
+        ValueError: ``block``, ``sync_every`` or ``timeout`` out of range.
+        PositionError: (when called) the ranks reached different collectives or generations.
         ImportError: mpi4py or an MPI library is missing and no ``comm`` was given.
 
     Examples:
@@ -476,7 +570,15 @@ class MPIEvaluator:
                 cls = MPIVectorEvaluator
         return super().__new__(cls)
 
-    def __init__(self, local: Evaluator, comm: Any = None, *, block: int | None = None, sync_every: int = 100) -> None:
+    def __init__(
+        self,
+        local: Evaluator,
+        comm: Any = None,
+        *,
+        block: int | None = None,
+        sync_every: int = 100,
+        timeout: float | None = None,
+    ) -> None:
         if not isinstance(local, Evaluator):
             raise TypeError(
                 f"local must be an evograd.Evaluator (__call__(center, seeds, mutation), evaluations, "
@@ -484,15 +586,22 @@ class MPIEvaluator:
             )
         if block is None:
             block = local.chunk_size if isinstance(local, ChunkedEvaluator) else 1
-        for name, value in (("block", block), ("sync_every", sync_every)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}={value!r} is out of range; allowed integers in [1, inf)")
+        block = validate.integer("block", block, low=1)
+        sync_every = validate.integer("sync_every", sync_every, low=1)
+        self.timeout = resolve_timeout(timeout)
         self.local = local
         self.comm = _world(comm)
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.block, self.sync_every = block, sync_every
         self.evaluations = 0
         self.fe = 0
+        self._collectives = _collectives(self.comm, self.timeout)
+        self._generation, self._calls = 0, 0  # the last generation check_sync saw, evaluations since
+
+    @property
+    def generation(self) -> int:
+        """The generation of the next evaluation: the last one :meth:`check_sync` saw, plus the calls since."""
+        return self._generation + self._calls
 
     def shares(self, n: int) -> list[range]:
         """Which members each rank scores for a population of ``n``."""
@@ -502,7 +611,7 @@ class MPIEvaluator:
         """Fitness of every member, identical on every rank; a collective call.
 
         Returns:
-            (n,) fitness in the dtype and on the device the local evaluator uses.
+            (n,) float64 fitness (exact for every float dtype) on the device the local evaluator uses.
         """
         MPI = _mpi()
         n = len(seeds)
@@ -525,7 +634,12 @@ class MPIEvaluator:
         counts = [len(share) * (1 + width) + 1 for share in shares]
         offsets = [share.start * (1 + width) + r for r, share in enumerate(shares)]
         gathered = np.empty(n * (1 + width) + self.size, dtype=np.float64)
-        self.comm.Allgatherv(send, [gathered, counts, offsets, MPI.DOUBLE])
+        receive = [gathered, counts, offsets, MPI.DOUBLE]
+        if self._collectives is None:
+            self.comm.Allgatherv(send, receive)
+        else:
+            self._collectives.allgatherv(send, receive, kind="evaluation", generation=self.generation, size=n)
+        self._calls += 1
 
         parts = [gathered[offset : offset + count] for offset, count in zip(offsets, counts)]
         self.evaluations += n
@@ -534,7 +648,7 @@ class MPIEvaluator:
             everyone = [part[len(share) : -1].reshape(len(share), width) for part, share in zip(parts, shares)]
             self.local.absorb(torch.from_numpy(np.concatenate(everyone)))
         everything = np.concatenate([part[: len(share)] for part, share in zip(parts, shares)])
-        return torch.from_numpy(everything).to(device=fitness.device, dtype=fitness.dtype)
+        return torch.from_numpy(everything).to(device=fitness.device)  # (n,) float64, as gathered
 
     def _warn_if_unbalanced(self, n: int, shares: list[range]) -> None:
         """Warn once, on the first call, when a block is larger than a fair share of the population."""
@@ -556,14 +670,20 @@ class MPIEvaluator:
         All ranks must call it with the same ``generation``; when no check is due it returns at once
         without communicating.
 
+        It also tells the evaluator the generation, which the deadline's messages report.
+
         Returns:
             The common digest when a check ran, else None.
 
         Raises:
             SyncError: see :func:`check_sync`.
+            PositionError: the ranks are not all in this check at this generation.
         """
+        self._generation, self._calls = validate.integer("generation", generation, low=0), 0
+        if self._collectives is not None:
+            self._collectives.note(generation)
         if final or generation % self.sync_every == 0:
-            return check_sync(obj, generation=generation, comm=self.comm)
+            return _check_digests(obj, generation, self.comm, self._collectives)
         return None
 
 

@@ -75,6 +75,10 @@ PARENT_SEED = -(2**63)
 _MEMBER_SEED_BITS = 62
 _UINT64 = (1 << 64) - 1
 _TABLE_SEED = 0x5EED_7AB1E  # the codebook's own seed; never a user's
+#: Largest magnitude of a Lévy table entry: squares and sums of squares stay finite in float32.
+LEVY_LIMIT = 1e15
+#: Smallest Lévy stability index: below it most of the table would sit at :data:`LEVY_LIMIT`.
+LEVY_MIN_ALPHA = 0.5
 _MIN_TABLE_LENGTH = 1 << 24  # 16M numbers, 64 MiB in float32
 _CHUNK_BYTES = 4 << 20  # default chunk of weighted_sum on a CPU: about what stays in cache across its passes
 _GPU_CHUNK_BYTES = 512 << 20  # on a GPU: few kernel launches per call (benchmarks/chunk_sweep.py)
@@ -155,19 +159,20 @@ class Mutation:
         if self.kind not in KINDS:
             raise ValueError(f"kind={self.kind!r} is not a mutation kind; allowed {KINDS}")
         validate.real("sigma", self.sigma, low=0.0, low_open=True)
-        validate.real("alpha", self.alpha, low=0.0, high=2.0, low_open=True)
+        validate.real("alpha", self.alpha, low=LEVY_MIN_ALPHA, high=2.0)
         validate.real("log_range", self.log_range, low=0.0)
         validate.real("sparsity", self.sparsity, low=0.0, high=1.0, high_open=True)
         if self.clip is not None:
             validate.real("clip", self.clip, low=0.0, low_open=True)
-        if not isinstance(self.antithetic, bool):
-            raise ValueError(f"antithetic={self.antithetic!r} must be a bool")
+        validate.flag("antithetic", self.antithetic)
         if self.scale is not None and not isinstance(self.scale, (torch.Tensor, Mapping)):
             raise ValueError(
                 f"scale must be a tensor of length dim or a mapping name -> factor, got {type(self.scale).__name__}"
             )
-        if isinstance(self.scale, torch.Tensor) and (self.scale.dim() != 1 or not torch.isfinite(self.scale).all()):
-            raise ValueError("scale must be a 1-d tensor of finite factors")
+        if isinstance(self.scale, torch.Tensor) and (
+            self.scale.dim() != 1 or self.scale.numel() == 0 or not torch.isfinite(self.scale).all()
+        ):
+            raise ValueError("scale must be a non-empty 1-d tensor of finite factors")
         if self.rank is not None:
             object.__setattr__(self, "rank", validate.integer("rank", self.rank, low=1))
             self._check_rank_options()
@@ -405,7 +410,9 @@ def draw(
     w = torch.empty(length, device=device, dtype=torch.float64).exponential_(generator=gen)
     a = alpha
     x = torch.sin(a * v) / torch.cos(v).pow(1.0 / a) * (torch.cos(v - a * v) / w).pow((1.0 - a) / a)
-    return x.to(dtype)
+    # below alpha = 1 the extreme draws (V near ±pi/2, W near 0) exceed float32; keep them finite
+    # (a no-op for alpha >= 1, whose draws stay below 1e12)
+    return x.clamp(-LEVY_LIMIT, LEVY_LIMIT).to(dtype)
 
 
 def _draw_table(kind: str, alpha: float, length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -846,7 +853,10 @@ class _Rows:
         self.rows = rows  # (c, dim)
 
     def norms(self) -> torch.Tensor:
-        return self.rows.norm(dim=1)  # (c,)
+        norms = self.rows.norm(dim=1)  # (c,)
+        if not bool(torch.isfinite(norms).all()):  # squares overflowed in the rows' dtype: take them in float64
+            norms = self.rows.norm(dim=1, dtype=torch.float64)  # (c,)
+        return norms
 
     def accumulate(self, total: torch.Tensor, weights: torch.Tensor) -> None:
         total.add_(weights @ self.rows)  # (dim,)
@@ -909,7 +919,7 @@ def weighted_sum(
         raise ValueError(f"norm_power={norm_power} over a slice of columns needs norms=, the whole rows' (row_norms)")
     width = dim if columns is None else columns.stop - columns.start
     total = torch.zeros(width, device=device, dtype=dtype)
-    found = torch.zeros(len(seeds), device=device, dtype=dtype)
+    found = torch.zeros(len(seeds), device=device, dtype=torch.float64)  # float32 norms overflow above 1.8e19
     active = torch.nonzero(weights != 0).reshape(-1).cpu()
     if len(active) == 0:
         return total, found
@@ -933,9 +943,9 @@ def weighted_sum(
     for part, chunk in chunks:
         index = active[part].to(found.device)
         chunk_norms = chunk.norms() if norms is None else norms[index]  # (c,)
-        found[index] = chunk_norms
+        found[index] = chunk_norms.to(found.dtype)
         coef = weights[index]
         if norm_power:
-            coef = coef / chunk_norms.clamp_min(torch.finfo(dtype).tiny).pow(norm_power)
+            coef = (coef / chunk_norms.clamp_min(torch.finfo(dtype).tiny).pow(norm_power)).to(dtype)
         chunk.accumulate(total, coef)
     return total, found

@@ -81,7 +81,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from evograd import checkpoint, context, diagnostics, directions
+from evograd import checkpoint, context, diagnostics, directions, validate
 from evograd.context import Context
 from evograd.directions import Direction
 from evograd.protocols import Evaluator, ModelEvaluator
@@ -173,6 +173,8 @@ class HybridOptimizer(torch.optim.Optimizer):
             )
         if isinstance(log_alignment_every, bool) or not isinstance(log_alignment_every, int) or log_alignment_every < 0:
             raise ValueError(f"log_alignment_every={log_alignment_every!r} is out of range; allowed integers >= 0")
+        if "lr" in base_kw:
+            base_kw["lr"] = validate.real("lr", base_kw["lr"], low=0.0)
         super().__init__(params, {"direction": direction})
         self.base = base(self.param_groups, **base_kw)  # fills the same group dicts with its defaults
         self._share()

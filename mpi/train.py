@@ -10,6 +10,11 @@ Rank 0 prints progress and writes checkpoints; ``--resume`` continues from the n
 result identical to an uninterrupted run. Always launch with ``python -m mpi4py``: an exception on
 any rank then aborts the whole job instead of leaving the other ranks waiting.
 
+Every collective has a deadline (``--timeout``, default ``$EVOGRAD_MPI_TIMEOUT`` or 300 s): a rank
+that stops, exits early or reaches another generation ends the job with a message naming it and
+the generation (see evograd/collectives.py). Before training the ranks compare their settings and a
+fingerprint of their data; any difference ends the job, naming the field and the ranks.
+
 Tasks: ``digits`` (scikit-learn's 8x8 digits, an MLP classifier, needs the ``data`` extra) and
 ``teacher`` (regress the outputs of a fixed random MLP; synthetic, needs nothing).
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
+import sys
 import time
 from collections.abc import Callable
 
@@ -27,7 +33,7 @@ from torch.nn import functional as F
 
 import evograd
 from evograd import checkpoint, flat, loggers, noise, tasks
-from evograd.mpi import MPIEvaluator, ShardedUpdate
+from evograd.mpi import MPIEvaluator, ShardedUpdate, check_settings, state_digest
 
 BATCH_SALT = 0xBA7C4  # minibatch indices use their own stream of (seed, generation)
 
@@ -121,6 +127,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", type=int, default=3, help="checkpoints kept")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint, if any")
     parser.add_argument("--sync-every", type=int, default=100, help="compare the ranks' states this often")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds a collective waits for the other ranks before aborting"
+    )
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument(
         "--log", nargs="+", default=[], choices=list(loggers.KINDS), help="loggers of the progress lines (rank 0)"
@@ -142,6 +151,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+#: Arguments that may differ between ranks: they change nothing any other rank computes.
+LOCAL_ARGS = ("threads", "log", "log_dir", "log_every")
+#: Settings an exact resume depends on (the data, the minibatches, the model, the strategy); a
+#: checkpoint records them and a resume with different ones is refused, naming the difference.
+RESUME_SETTINGS = (
+    "task",
+    "data",
+    "strategy",
+    "population",
+    "seed",
+    "sigma",
+    "lr",
+    "hidden",
+    "batch_size",
+    "chunk_size",
+)
+
+
+def run_settings(args: argparse.Namespace, task: Task) -> dict:
+    """What every rank must share: the arguments (except :data:`LOCAL_ARGS`) and the data's fingerprint.
+
+    The fingerprint covers the training and test tensors, so ranks holding different data (another
+    file, another split) are told apart even under the same arguments. It also goes into the
+    checkpoints, and a resume with different settings is refused.
+    """
+    settings = {key: value for key, value in vars(args).items() if key not in LOCAL_ARGS}
+    settings.pop("resume")
+    settings["data"] = f"{state_digest([task.train, task.test]):016x}"
+    return settings
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -151,8 +191,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.shard_update:  # opt-in: worth it when the repeated update is a visible share of a generation
         strategy = strategy.replace(update=ShardedUpdate())
     evaluate = MPIEvaluator(
-        evograd.VmapEvaluator(task.model, task.loss, chunk_size=args.chunk_size), sync_every=args.sync_every
+        evograd.VmapEvaluator(task.model, task.loss, chunk_size=args.chunk_size),
+        sync_every=args.sync_every,
+        timeout=args.timeout,
     )
+    settings = run_settings(args, task)
+    check_settings(settings, timeout=args.timeout)
+    resume_settings = {key: settings[key] for key in RESUME_SETTINGS}
     state = strategy.init(flat.flatten(task.model), seed=args.seed)
     saver = (
         None
@@ -163,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     spent = 0  # forward passes of the generations before a resume
     if args.resume:
-        resumed = saver.resume(strategy=strategy, like=state)
+        resumed = saver.resume(strategy=strategy, like=state, settings=resume_settings)
         if resumed is not None:
             # "forward_passes" is the key checkpoints written before the counter was renamed "fe" carry
             state, spent = resumed.state, resumed.metadata.get("fe", resumed.metadata.get("forward_passes", 0))
@@ -180,13 +225,20 @@ def main(argv: list[str] | None = None) -> None:
 
     start = time.perf_counter()
     while state.generation < args.generations:
-        evaluate.check_sync(state, state.generation)
-        evaluate.local.set_batch(task.batch(args.seed, state.generation, args.batch_size))
-        seeds = strategy.ask(state)
-        state, metrics = strategy.tell(state, seeds, evaluate(state.center, seeds, state.mutation))
+        try:
+            state, metrics = generation(args, task, strategy, evaluate, state)
+        except Exception as err:  # name the rank and generation; -m mpi4py then aborts the job
+            print(f"rank {evaluate.rank} failed at generation {state.generation}: {err!r}", file=sys.stderr, flush=True)
+            raise
         fe = spent + evaluate.fe
         if saver is not None:
-            saver.step(state.generation, state=state, strategy=strategy, metadata={"fe": fe})
+            saver.step(
+                state.generation,
+                state=state,
+                strategy=strategy,
+                metadata={"fe": fe},
+                settings=resume_settings,
+            )
         if state.generation % args.log_every == 0 or state.generation == args.generations:
             flat.assign(task.model, state.center)
             score, seconds = task.score(), time.perf_counter() - start
@@ -212,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
             state=state,
             strategy=strategy,
             metadata={"fe": spent + evaluate.fe},
+            settings=resume_settings,
             final=True,
         )
     records.close()
@@ -221,6 +274,14 @@ def main(argv: list[str] | None = None) -> None:
         f"(state digest {digest:016x})",
         flush=True,
     )
+
+
+def generation(args: argparse.Namespace, task: Task, strategy, evaluate: MPIEvaluator, state):
+    """One generation of every rank: check the ranks agree (when due), score the population, tell."""
+    evaluate.check_sync(state, state.generation)
+    evaluate.local.set_batch(task.batch(args.seed, state.generation, args.batch_size))
+    seeds = strategy.ask(state)
+    return strategy.tell(state, seeds, evaluate(state.center, seeds, state.mutation))
 
 
 if __name__ == "__main__":

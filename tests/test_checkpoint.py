@@ -1,6 +1,8 @@
 """Tests of evograd.checkpoint: round trips, exact resume, atomic writes, refusals."""
 
 import dataclasses
+import hashlib
+import io
 
 import pytest
 import torch
@@ -41,6 +43,19 @@ STRATEGIES = {
     "snes": lambda **kw: SNES(size=6, mutation=Mutation(sigma=0.3, scale=SCALE), **kw),
     "sepcma": lambda **kw: SepCMAES(size=6, mutation=Mutation(sigma=0.3, scale=SCALE), **kw),
 }
+
+
+def read_payload(path):
+    """The payload of a version-2 file: what follows the header line (docs in evograd/checkpoint.py)."""
+    return torch.load(io.BytesIO(path.read_bytes()[len(checkpoint.MAGIC) + 65 :]), weights_only=True)
+
+
+def write_payload(path, payload):
+    """Write ``payload`` as a hand-editor would: a well-formed file with a digest that matches."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    body = buffer.getvalue()
+    path.write_bytes(checkpoint.MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
 
 
 def advance(strategy, state, generations):
@@ -253,12 +268,12 @@ def test_fields_added_later_take_their_default_and_unknown_fields_are_refused(tm
     strategy, state = start("openes")
     state = advance(strategy, state, 1)
     path = checkpoint.save(tmp_path / "c.pt", generation=1, state=state)
-    payload = torch.load(path, weights_only=True)
+    payload = read_payload(path)
     del payload["state"]["fields"]["gradient"]  # as written before ESState had a gradient field
-    torch.save(payload, path)
+    write_payload(path, payload)
     assert checkpoint.load(path, like=start("openes")[1]).state.gradient is None
     payload["state"]["fields"]["momentum"] = 0.9
-    torch.save(payload, path)
+    write_payload(path, payload)
     with pytest.raises(CheckpointError, match=r"ESState has no field\(s\) \['momentum'\]"):
         checkpoint.load(path, like=start("openes")[1])
 
@@ -319,6 +334,113 @@ def test_restore_refuses_every_mismatch_at_once_naming_each():
         checkpoint.restore(new_state(), {"__dataclass__": "NewState", "fields": {"mutation": {"sigma": 0.1}}})
     with pytest.raises(CheckpointError, match=r"state\.seed \(saved a list, now 0\)"):
         checkpoint.restore(new_state(), {"__dataclass__": "NewState", "fields": {"seed": [0]}})
+
+
+def corruptions(data, count, seed):
+    """``count`` copies of ``data``, each with one random bit flipped or one random byte replaced."""
+    gen = torch.Generator().manual_seed(seed)
+    for k in range(count):
+        position = int(torch.randint(len(data), (1,), generator=gen))
+        changed = bytearray(data)
+        if k % 2:
+            changed[position] ^= 1 << int(torch.randint(8, (1,), generator=gen))
+        else:
+            changed[position] = (changed[position] + int(torch.randint(1, 256, (1,), generator=gen))) % 256
+        yield position, bytes(changed)
+
+
+def count_silent_loads(tmp_path, count, seed):
+    """How many of ``count`` one-bit or one-byte corruptions of a real checkpoint load without an error."""
+    strategy, state = start("openes")
+    state = advance(strategy, state, 3)  # Adam moments and a gradient in the state
+    path = checkpoint.save(tmp_path / "c.pt", generation=3, state=state, strategy=strategy, metadata={"fe": 42})
+    data, silent, positions = path.read_bytes(), 0, set()
+    for position, changed in corruptions(data, count, seed):
+        assert changed != data
+        positions.add(position)
+        path.write_bytes(changed)
+        try:
+            checkpoint.load(path, strategy=strategy, like=start("openes")[1])
+        except CheckpointError:
+            continue
+        silent += 1
+    return silent, len(positions), len(data)
+
+
+def test_no_corruption_of_100_loads_silently(tmp_path):
+    silent, positions, size = count_silent_loads(tmp_path, 100, seed=0)
+    assert positions > 80 and size > 1000  # corruptions spread over the header and the payload
+    assert silent == 0
+
+
+@pytest.mark.slow
+def test_no_corruption_of_1000_loads_silently(tmp_path):
+    silent, positions, _ = count_silent_loads(tmp_path, 1000, seed=1)
+    assert positions > 700
+    assert silent == 0
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda p: p.update(generation="abc"), r"generation='abc' \(allowed integers in \[0, inf\)\)"),
+        (lambda p: p.update(generation=-7), r"generation=-7"),
+        (lambda p: p.update(generation=True), r"generation=True"),
+        (lambda p: p.update(metadata=[1]), r"metadata is a list"),
+        (lambda p: p.update(strategy="OpenES"), r"strategy is a str"),
+        (lambda p: p["state"]["fields"]["center"].__setitem__(0, float("nan")), r"state\.center has non-finite"),
+        (lambda p: p["state"]["fields"]["center"].__setitem__(1, float("inf")), r"state\.center has non-finite"),
+        (lambda p: p["state"]["fields"].update(seed=-1), r"state\.seed=-1"),
+        (lambda p: p["state"]["fields"].update(generation=2), r"state\.generation=2 \(the checkpoint's generation"),
+        (
+            lambda p: p["optimizer"].update(moment=torch.tensor([float("nan")])),
+            r"optimizer\.moment has non-finite",
+        ),
+    ],
+)
+def test_hand_edited_values_are_refused_naming_the_field(tmp_path, edit, message):
+    strategy, state = start("openes")
+    state = advance(strategy, state, 3)
+    path = checkpoint.save(tmp_path / "c.pt", generation=3, state=state, strategy=strategy, optimizer={"step": 3})
+    payload = read_payload(path)
+    edit(payload)
+    write_payload(path, payload)
+    with pytest.raises(CheckpointError, match=message):
+        checkpoint.load(path)
+
+
+def test_non_finite_state_is_refused_when_saving(tmp_path):
+    strategy, state = start("openes")
+    broken = dataclasses.replace(state, center=torch.full_like(state.center, float("nan")))
+    with pytest.raises(CheckpointError, match=r"state\.center has non-finite"):
+        checkpoint.save(tmp_path / "c.pt", generation=0, state=broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_temporary_files_of_interrupted_saves_are_removed(tmp_path):
+    strategy, state = start("rolling")
+    stale = [tmp_path / ".ckpt-000000005.pt.abc123.tmp", tmp_path / ".ckpt-000000010.pt.x.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    foreign = tmp_path / ".notes.tmp"  # not a pattern a Checkpointer writes: left alone
+    foreign.write_text("mine")
+    saver = Checkpointer(tmp_path, every=1)
+    saver.resume(strategy=strategy, like=state)
+    saver.step(1, state=advance(strategy, state, 1), strategy=strategy)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.tmp", "ckpt-000000001.pt"]
+
+
+def test_resume_with_other_data_settings_is_refused_naming_the_difference(tmp_path):
+    strategy, state = start("rolling")
+    settings = {"task": "digits", "batch_size": 128, "data": "0123abcd"}
+    saver = Checkpointer(tmp_path, every=1)
+    saver.resume(strategy=strategy, like=state, settings=settings)
+    saver.step(1, state=advance(strategy, state, 1), strategy=strategy, settings=settings)
+    assert checkpoint.load(checkpoint.latest(tmp_path), settings=settings).settings == settings
+    with pytest.raises(CheckpointError, match=r"settings\.batch_size \(saved 128, now 64\)"):
+        Checkpointer(tmp_path, every=1).resume(strategy=strategy, like=state, settings={**settings, "batch_size": 64})
+    with pytest.raises(CheckpointError, match=r"settings\.data \(saved '0123abcd', now 'ffff'\)"):
+        checkpoint.load(checkpoint.latest(tmp_path), settings={**settings, "data": "ffff"})
 
 
 class _WholeRows:

@@ -72,7 +72,8 @@ def test_the_cross_entropy_fast_path_equals_the_per_member_loss(targets, dtype):
         flat.assign(clone := Scaled().to(dtype), center + row)
         reference.append(F.cross_entropy(clone(x), y))
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
-    torch.testing.assert_close(fitness, torch.stack(reference), rtol=tolerance, atol=tolerance)
+    assert fitness.dtype == torch.float64, "fitness travels as float64 whatever the model's dtype"
+    torch.testing.assert_close(fitness, torch.stack(reference).double(), rtol=tolerance, atol=tolerance)
     assert len(set(fitness.tolist())) == len(seeds)
 
 
@@ -103,7 +104,8 @@ def test_fitness_callable_sees_the_candidate_and_spares_the_model():
     seeds = noise.member_seeds(0, 0, 5)
     fitness = evaluate(before, seeds, Mutation(sigma=0.5))
     expected = (before + noise.sample(Mutation(sigma=0.5), seeds, 4)).sum(1)
-    torch.testing.assert_close(fitness, expected, rtol=1e-6, atol=1e-6)
+    assert fitness.dtype == torch.float64  # fitness travels as float64 from evaluator to tell
+    torch.testing.assert_close(fitness, expected.double(), rtol=1e-6, atol=1e-6)
     assert torch.equal(flat.flatten(model), before)
 
 

@@ -170,12 +170,17 @@ def test_scale_by_name_needs_a_layout_and_known_names():
         ("sparsity", -0.1),
         ("clip", 0.0),
         ("log_range", -1.0),
-        ("antithetic", 1),
     ],
 )
 def test_bad_mutation_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         Mutation(**{field: value})
+
+
+def test_a_mutation_flag_of_the_wrong_type_is_a_type_error_naming_it():
+    """A wrong type is a TypeError, a bad value a ValueError (docs/design.rst; evograd/validate.py)."""
+    with pytest.raises(TypeError, match=r"antithetic=1 must be True or False"):
+        Mutation(antithetic=1)
 
 
 def test_weighted_sum_equals_dense_reference():

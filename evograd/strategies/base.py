@@ -25,6 +25,10 @@ key             meaning
                 ``mutation.sigma`` times the mean of ``mutation.scale`` where the mutation has
                 per-coordinate factors (as the adaptive strategies keep their per-coordinate sigma,
                 :mod:`evograd.strategies.diagonal`), else ``mutation.sigma``
+``held``        1 when this generation left the state where it was (only ``generation`` advances), 0
+                otherwise: a flat generation (every fitness equal, all non-finite included: no
+                information) or an update that would have put NaN or ±inf into the state; the
+                strategy's own metrics are then 0 (no step was taken)
 ``parent``      only where the strategy re-scores its parent (``evaluates_parent``): the parent's
                 fitness this generation, at the center *before* this tell's step; ``inf`` if non-finite
 ==============  ======================================================================================
@@ -47,10 +51,21 @@ from evograd import noise, shaping, validate
 from evograd.noise import Mutation
 from evograd.protocols import WeightedSum
 
-__all__ = ["COMMON_METRICS", "PARENT_METRIC", "StrategyState", "SeedStrategy", "mean_sigma", "store_setting"]
+__all__ = [
+    "COMMON_METRICS",
+    "LR_LIMIT",
+    "PARENT_METRIC",
+    "StrategyState",
+    "SeedStrategy",
+    "mean_sigma",
+    "store_setting",
+]
 
 #: The metrics every strategy's ``tell`` returns, with one meaning each (see the module docstring).
-COMMON_METRICS = ("generation", "best", "mean", "nonfinite", "sigma")
+COMMON_METRICS = ("generation", "best", "mean", "nonfinite", "sigma", "held")
+#: The largest step size a strategy accepts: one step of it already overflows float32 (the largest
+#: float32 is 3.4e38), so a larger ``lr`` is refused at construction rather than met as inf in the state.
+LR_LIMIT = float(torch.finfo(torch.float32).max)
 #: The metric of strategies that re-score their parent each generation.
 PARENT_METRIC = "parent"
 
@@ -74,6 +89,21 @@ def store_setting(config: Any, name: str, value: Any) -> None:
     and the checks of :mod:`evograd.validate` return the plain value they checked.
     """
     object.__setattr__(config, name, value)
+
+
+def _finite(changes: Mapping[str, Any]) -> bool:
+    """Whether every tensor and float among a state's changed fields (one level of dicts included) is finite.
+
+    A float field may be +inf where it means "not measured yet" (a parent's fitness); NaN never.
+    """
+    values = list(changes.values())
+    values += [v for value in changes.values() if isinstance(value, Mapping) for v in value.values()]
+    for value in values:
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return False
+        if isinstance(value, float) and math.isnan(value):
+            return False
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +281,12 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
         told = told.to(device=state.center.device, dtype=torch.float64)  # (population,)
         fitness = shaping.finite_or_worst(told)  # (population,) NaN and ±inf -> +inf
 
-        changes, extras = self._update(state, seeds.cpu(), fitness)
+        held = bool(fitness.min() == fitness.max())  # flat, or all non-finite: nothing to learn from
+        if not held:
+            changes, extras = self._update(state, seeds.cpu(), fitness)
+            held = not _finite(changes)  # an update that would put NaN or ±inf into the state
+        if held:
+            changes, extras = {}, dict.fromkeys(self.extra_metrics, 0.0)
         new_state = dataclasses.replace(state, generation=state.generation + 1, **changes)
 
         finite = fitness[torch.isfinite(fitness)]  # (k,)
@@ -261,6 +296,7 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
             "mean": float(finite.mean()) if len(finite) else math.inf,
             "nonfinite": len(fitness) - len(finite),
             "sigma": mean_sigma(new_state.mutation),
+            "held": int(held),
         }
         if self.evaluates_parent:
             metrics[PARENT_METRIC] = float(fitness[0])

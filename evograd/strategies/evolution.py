@@ -141,6 +141,7 @@ class ScaleFreeEvolution(SeedStrategy[EvolutionState]):
         sigma = state.mutation.sigma
         if self.adapt_sigma:
             change = (success - self.success_target) / (self.damping * (1.0 - self.success_target))
+            change = min(change, math.log(self.sigma_bounds[1] / sigma) + 1.0)  # exp cannot overflow (damping=1e-4)
             sigma = min(max(sigma * math.exp(change), self.sigma_bounds[0]), self.sigma_bounds[1])
 
         changes = {"center": center, "mutation": state.mutation.replace(sigma=sigma), "fitness": new_fitness}

@@ -15,7 +15,7 @@ import torch
 from evograd import shaping, validate
 from evograd.noise import Mutation
 from evograd.strategies import descent, diagonal
-from evograd.strategies.base import SeedStrategy, StrategyState, store_setting
+from evograd.strategies.base import LR_LIMIT, SeedStrategy, StrategyState, store_setting
 
 __all__ = ["ESState", "OpenES"]
 
@@ -100,7 +100,7 @@ class OpenES(SeedStrategy[ESState]):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        store_setting(self, "lr", validate.real("lr", self.lr, low=0.0))
+        store_setting(self, "lr", validate.real("lr", self.lr, low=0.0, high=LR_LIMIT))
         store_setting(self, "lr_decay", validate.real("lr_decay", self.lr_decay, low=0.0, high=1.0, low_open=True))
         store_setting(self, "optimizer_kw", descent.check_optimizer(self.optimizer, self.optimizer_kw, self.lr))
         sigma_lr, max_change = diagonal.check_sigma_adapt(
@@ -125,8 +125,12 @@ class OpenES(SeedStrategy[ESState]):
         ranks = shaping.centered_ranks(fitness)  # (n,)
 
         # --- estimate: g = Σ_i r_i ε_i / (n σ²), uphill in loss
-        total, _ = self.weighted_sum(state, seeds, ranks.to(state.center.dtype), with_norms=False)  # (dim,) Σ r_i ε_i
-        gradient = total / (len(seeds) * state.mutation.sigma**2)  # (dim,)
+        total, _ = self.weighted_sum(state, seeds, ranks.to(state.center.dtype), with_norms=False)  # (dim,)
+        denominator = len(seeds) * state.mutation.sigma**2  # n σ², a Python float
+        if denominator >= torch.finfo(state.center.dtype).tiny:
+            gradient = total / denominator  # (dim,)
+        else:  # n σ² underflows in the center's dtype (σ = 1e-25 in float32): divide in two steps
+            gradient = total / (len(seeds) * state.mutation.sigma) / state.mutation.sigma  # (dim,)
 
         # --- step: x ← optimizer(x, g) at lr · decay^t
         center, optimizer_state, lr = descent.scheduled_step(self, state, gradient)

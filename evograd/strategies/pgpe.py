@@ -18,7 +18,7 @@ from evograd import shaping, validate
 from evograd.noise import Mutation
 from evograd.optimizers import ClipUp
 from evograd.strategies import descent, diagonal
-from evograd.strategies.base import StrategyState, store_setting
+from evograd.strategies.base import LR_LIMIT, StrategyState, store_setting
 from evograd.strategies.diagonal import DiagonalStrategy
 
 __all__ = ["RANKINGS", "PGPEState", "PGPE"]
@@ -125,7 +125,7 @@ class PGPE(DiagonalStrategy[PGPEState]):
         super().__post_init__()
         if not self.mutation.antithetic:
             raise ValueError("mutation.antithetic=False is not allowed: PGPE samples symmetric pairs; allowed True")
-        store_setting(self, "lr", validate.real("lr", self.lr, low=0.0))
+        store_setting(self, "lr", validate.real("lr", self.lr, low=0.0, high=LR_LIMIT))
         store_setting(self, "lr_decay", validate.real("lr_decay", self.lr_decay, low=0.0, high=1.0, low_open=True))
         store_setting(self, "optimizer_kw", descent.check_optimizer(self.optimizer, self.optimizer_kw, self.lr))
         validate.choice("ranking", self.ranking, RANKINGS)

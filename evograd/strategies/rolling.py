@@ -17,7 +17,7 @@ import torch
 from evograd import shaping, validate
 from evograd.noise import Mutation
 from evograd.strategies import diagonal
-from evograd.strategies.base import SeedStrategy, StrategyState, store_setting
+from evograd.strategies.base import LR_LIMIT, SeedStrategy, StrategyState, store_setting
 
 __all__ = ["RollingState", "RollingImprovement"]
 
@@ -121,7 +121,7 @@ class RollingImprovement(SeedStrategy[RollingState]):
     def __post_init__(self) -> None:
         super().__post_init__()
         store_setting(self, "beta", validate.real("beta", self.beta, low=0.0, high=1.0, high_open=True))
-        store_setting(self, "lr", validate.real("lr", self.lr, low=0.0))
+        store_setting(self, "lr", validate.real("lr", self.lr, low=0.0, high=LR_LIMIT))
         store_setting(self, "lr_decay", validate.real("lr_decay", self.lr_decay, low=0.0, high=1.0, low_open=True))
         validate.choice("weighting", self.weighting, ("slope", "improvement"))
         for name in ("use_worse", "normalize_step", "elitist"):
@@ -159,9 +159,14 @@ class RollingImprovement(SeedStrategy[RollingState]):
         # --- estimate: d = Σ w_i ε̂_i / Σ |w_i|, with ε̂_i = ε_i/‖ε_i‖ and w_i = Δ_i/‖ε_i‖ (slope) or Δ_i.
         # One pass over the rows gives the numerator and the norms: Σ w_i ε̂_i = Σ Δ_i ε_i / ‖ε_i‖^p,
         # p = 2 (slope) or 1 (improvement); the weights follow from the norms.
+        # Gains are first divided by a power of two near the largest, so the float32 cast cannot overflow
+        # (a gain of 1e39) and nothing changes otherwise: scaling by 2^k is exact, and d is a ratio.
         power = 2.0 if self.weighting == "slope" else 1.0
-        numerator, norms = self.weighted_sum(state, child_seeds, gain.to(state.center.dtype), power)  # (dim,), (n,)
-        active = gain != 0  # (n,) rows that entered the sum
+        largest = float(gain.abs().max()) if len(gain) else 0.0
+        gain = gain / 2.0 ** math.frexp(largest)[1] if largest > 0 else gain  # (n,)
+        cast = gain.to(state.center.dtype)  # (n,) a gain below the dtype's range becomes 0 and leaves the sum
+        numerator, norms = self.weighted_sum(state, child_seeds, cast, power)  # (dim,), (n,)
+        active = cast != 0  # (n,) rows that entered the sum
         if self.weighting == "slope":
             weights = gain[active] / norms[active].double()  # (k,) w_i = Δ_i/‖ε_i‖
         else:

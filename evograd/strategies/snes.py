@@ -18,7 +18,7 @@ import torch
 from evograd import shaping, validate
 from evograd.noise import Mutation
 from evograd.strategies import diagonal
-from evograd.strategies.base import StrategyState, store_setting
+from evograd.strategies.base import LR_LIMIT, StrategyState, store_setting
 from evograd.strategies.diagonal import DiagonalStrategy
 
 __all__ = ["SNESState", "SNES"]
@@ -97,7 +97,7 @@ class SNES(DiagonalStrategy[SNESState]):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        store_setting(self, "lr", validate.real("lr", self.lr, low=0.0))
+        store_setting(self, "lr", validate.real("lr", self.lr, low=0.0, high=LR_LIMIT))
         if self.sigma_lr is not None:
             store_setting(self, "sigma_lr", validate.real("sigma_lr", self.sigma_lr, low=0.0))
 

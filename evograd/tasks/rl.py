@@ -279,7 +279,7 @@ class ObservationNorm(nn.Module):
 
     def __init__(self, dim: int, *, clip: float = 5.0, eps: float = 1e-8) -> None:
         super().__init__()
-        self.dim = validate.integer("dim", dim, low=1)
+        self.dim = validate.integer("dim", dim, low=1, high=2**40)
         self.clip = validate.real("clip", clip, low=0.0, low_open=True)
         self.eps = validate.real("eps", eps, low=0.0, low_open=True)
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
