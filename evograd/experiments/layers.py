@@ -350,7 +350,7 @@ def panels(numbers: dict) -> list[Panel]:
 
 
 def configure(quick: bool) -> dict[str, Any]:
-    """Default: MLP 64-24-40-50-10 (halves of 2,560 parameters), 1.5M FE per arm, 2 seeds; quick: tiny."""
+    """Default: MLP 64-24-40-50-10 (halves of 2,560 parameters), 1M FE per arm, 2 seeds; quick: tiny."""
     base = {"sigma": 0.01, "lr": 0.05, "probe_ratio": 4.0, "adam_lr": 3e-3}
     if quick:
         return base | {
@@ -367,7 +367,7 @@ def configure(quick: bool) -> dict[str, Any]:
         "widths": [24, 40, 50],
         "size": 64,
         "batch": 128,
-        "fe": 1_500_000,
+        "fe": 1_000_000,
         "capacity_n": 256,
         "capacity_fe": 300_000,
         "adam_fe": 1_000_000,
