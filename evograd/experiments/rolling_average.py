@@ -210,7 +210,7 @@ def panels(numbers: dict) -> list[Panel]:
 
 
 def configure(quick: bool) -> dict[str, Any]:
-    """Default: MLP 64-32-32-10, 32 mutations, minibatch 64, 600k FE per arm, 1 seed; quick: tiny."""
+    """Default: MLP 64-32-32-10, 32 mutations, minibatch 64, 600k FE per arm, 2 seeds; quick: tiny."""
     if quick:
         return {
             "depth": 2,
