@@ -171,36 +171,24 @@ def _model(config: dict, seed: int) -> torch.nn.Sequential:
 def _frozen(arm: str, labels: str, config: dict, seed: int, logger: Logger) -> dict[str, Any]:
     """Adam on the top half only, or on everything: train accuracy on a shuffled subset, or test accuracy."""
     model = _model(config, seed)
-    bottom, top = halves(model)
+    bottom, _ = halves(model)
     if arm == FROZEN[0]:
         for p in bottom:
             p.requires_grad_(False)
     adam = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config["adam_lr"])
-    if labels == "shuffled":
-        split = subset(config["capacity_n"], shuffled=True, seed=seed).to(config["device"])
-        run = train_classifier(
-            model,
-            adam,
-            split,
-            batch_size=config["capacity_n"],
-            seed=seed,
-            fe=config["capacity_fe"],
-            on="train",
-            logger=logger,
-            run=f"{arm} shuffled seed {seed}",
-        )
-    else:
-        split = tasks.digits().to(config["device"])
-        run = train_classifier(
-            model,
-            adam,
-            split,
-            batch_size=config["batch"],
-            seed=seed,
-            fe=config["adam_fe"],
-            logger=logger,
-            run=f"{arm} true seed {seed}",
-        )
+    shuffled = labels == "shuffled"
+    split = subset(config["capacity_n"], shuffled=True, seed=seed) if shuffled else tasks.digits()
+    run = train_classifier(
+        model,
+        adam,
+        split.to(config["device"]),
+        batch_size=config["capacity_n"] if shuffled else config["batch"],  # the whole subset every step
+        seed=seed,
+        fe=config["capacity_fe"] if shuffled else config["adam_fe"],
+        on="train" if shuffled else "test",
+        logger=logger,
+        run=f"{arm} {labels} seed {seed}",
+    )
     return {"arm": arm, "labels": labels, "seed": seed, "accuracy": run.final, "fe": run.fe}
 
 
