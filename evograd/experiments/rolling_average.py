@@ -210,7 +210,7 @@ def panels(numbers: dict) -> list[Panel]:
 
 
 def configure(quick: bool) -> dict[str, Any]:
-    """Default: MLP 64-32-32-10, 32 mutations, minibatch 64, 600k FE per arm, 2 seeds; quick: tiny."""
+    """Default: MLP 64-32-32-10, 32 mutations, minibatch 64, 300k FE per arm, 1 seed; quick: tiny."""
     if quick:
         return {
             "depth": 2,
@@ -230,9 +230,9 @@ def configure(quick: bool) -> dict[str, Any]:
         "batch": 64,
         "sigma": 0.01,
         "lr": 0.05,
-        "fe": 600_000,
-        "points": 20,
-        "seeds": 2,
+        "fe": 300_000,
+        "points": 15,
+        "seeds": 1,
     }
 
 
