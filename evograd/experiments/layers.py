@@ -338,7 +338,7 @@ def panels(numbers: dict) -> list[Panel]:
 
 
 def configure(quick: bool) -> dict[str, Any]:
-    """Default: MLP 64-24-40-50-10 (halves of 2,560 parameters), 400k FE per arm, 1 seed; quick: tiny."""
+    """Default: MLP 64-24-40-50-10 (halves of 2,560 parameters), 400k FE per arm, 2 seeds; quick: tiny."""
     base = {"sigma": 0.01, "lr": 0.05, "probe_ratio": 4.0, "adam_lr": 3e-3}
     if quick:
         return base | {
@@ -356,10 +356,10 @@ def configure(quick: bool) -> dict[str, Any]:
         "size": 32,
         "batch": 64,
         "fe": 400_000,
-        "capacity_n": 256,
-        "capacity_fe": 300_000,
+        "capacity_n": 1024,
+        "capacity_fe": 1_500_000,
         "adam_fe": 300_000,
-        "seeds": 1,
+        "seeds": 2,
     }
 
 
