@@ -16,11 +16,13 @@ the teacher task, at initialization and after some Adam steps.
 **Validation and test.** Each cell's σ and weighting are chosen by its mean cosine at ``verdict_n``
 probes on the *validation* measurements (a training-set batch, probe generation 1) and reported on
 the *test* measurements (a test-set batch, fresh probes of generation 2), at the same points.
-Then each cell trains a digits MLP with that estimator alone (unit steps, no averaging) at its
-chosen σ and weighting, at equal FE, and its test accuracy is reported.
+Then each cell trains a digits MLP with that estimator alone (unit steps, no averaging, float64)
+at its chosen σ and weighting, at equal FE, and its test accuracy is reported. Ties (the σ
+plateau of the linear regime) go to the smallest σ.
 
 Judgement calls: the first n of ``max(ns)`` probes are reused for each n, so the curves of one
-point are nested; ``levy1.0`` is the Cauchy law drawn by another algorithm (a consistency check);
+point are nested; ``levy1.0`` is the Cauchy law, and the library draws it from the same uniform stream as its
+Cauchy rows, so the two agree exactly (a consistency check);
 ``gaussian × fixed`` and ``sphere × fixed`` differ only by the χ fluctuation of the Gaussian norm.
 
 References:
