@@ -157,6 +157,8 @@ def test_probe_laws_have_their_distributions():
     seeds = noise.member_seeds(0, 0, 64)
     for law in ("cauchy", "levy1.0"):  # standard Cauchy: median |x| = tan(pi/4) = 1
         assert probes.directions(law, seeds, 1000).abs().median() == pytest.approx(1.0, rel=0.05)
+    # Lévy α = 1 is the Cauchy law, drawn from the same uniform stream: the rows agree exactly
+    assert torch.equal(probes.directions("cauchy", seeds, 1000), probes.directions("levy1.0", seeds, 1000))
     sphere = probes.directions("sphere", seeds, 400)
     assert torch.allclose(sphere.norm(dim=1), torch.full((64,), 20.0))
     octaves = probes.lengths("loguniform", 20_000, 6.0, seed=0, generation=1).log2()
