@@ -16,6 +16,7 @@ from evograd import (
     harness,
     loggers,
     loop,
+    lowrank,
     mpi,
     noise,
     progress,
@@ -29,9 +30,9 @@ from evograd import (
     validate,
 )
 from evograd.cupy_bridge import CupyEvaluator
-from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
+from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, LowRankEvaluator, SerialEvaluator, VmapEvaluator
 from evograd.loop import optimize
-from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator
+from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator, ShardedUpdate
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
 from evograd.protocols import (
@@ -42,6 +43,7 @@ from evograd.protocols import (
     StatisticsEvaluator,
     Strategy,
     VectorEvaluator,
+    WeightedSum,
 )
 from evograd.strategies import (
     ESState,
@@ -66,6 +68,7 @@ __all__ = [
     "FunctionEvaluator",
     "GradientEstimator",
     "HybridOptimizer",
+    "LowRankEvaluator",
     "MPIEvaluator",
     "MPIModelEvaluator",
     "MPIVectorEvaluator",
@@ -77,12 +80,14 @@ __all__ = [
     "RollingState",
     "ScaleFreeEvolution",
     "SerialEvaluator",
+    "ShardedUpdate",
     "State",
     "StatisticsEvaluator",
     "Strategy",
     "StrategyState",
     "VectorEvaluator",
     "VmapEvaluator",
+    "WeightedSum",
     "checkpoint",
     "context",
     "cupy_bridge",
@@ -94,6 +99,7 @@ __all__ = [
     "harness",
     "loggers",
     "loop",
+    "lowrank",
     "mpi",
     "noise",
     "optimize",

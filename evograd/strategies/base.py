@@ -42,6 +42,7 @@ import torch
 
 from evograd import noise, shaping, validate
 from evograd.noise import Mutation
+from evograd.protocols import WeightedSum
 
 __all__ = ["COMMON_METRICS", "PARENT_METRIC", "StrategyState", "SeedStrategy", "store_setting"]
 
@@ -94,6 +95,9 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
         mutation: the mutation of the first generation.
         chunk_size: rows regenerated at once in ``tell``; by default
             :func:`evograd.noise.chunk_rows` of the center's device.
+        update: who forms the update's weighted sum of rows (:class:`evograd.protocols.WeightedSum`):
+            None sums whole rows in this process; :class:`evograd.mpi.ShardedUpdate` has each MPI
+            rank sum its own coordinates. Not part of equality.
 
     Raises:
         TypeError: a setting of the wrong type, naming it.
@@ -103,6 +107,7 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
     size: int
     mutation: Mutation
     chunk_size: int | None = None
+    update: WeightedSum | None = dataclasses.field(default=None, compare=False)
 
     #: Whether ``ask`` puts :data:`evograd.noise.PARENT_SEED` first, so the parent is re-scored on
     #: the same data as its mutations.
@@ -123,8 +128,15 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
             raise ValueError(
                 "mutation.scale names parameters: call mutation.resolve(model) before handing it to a strategy"
             )
+        if self.mutation.rank is not None and self.mutation.layout is None:
+            raise ValueError(
+                f"mutation.rank={self.mutation.rank} needs the model's layout: call mutation.resolve(model) before "
+                "handing it to a strategy"
+            )
         if self.chunk_size is not None:
             store_setting(self, "chunk_size", validate.integer("chunk_size", self.chunk_size, low=1))
+        if self.update is not None and not isinstance(self.update, WeightedSum):
+            raise TypeError(f"update={self.update!r} must be an evograd.WeightedSum or None")
 
     def replace(self, **changes: Any) -> SeedStrategy[StateT]:
         """A copy with some settings changed, validated again.
@@ -163,7 +175,7 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
         Raises:
             TypeError: ``center`` is not a tensor, or ``seed`` not an integer.
             ValueError: ``center`` is not a non-empty finite 1-d floating tensor, does not match
-                ``mutation.scale``, or ``seed`` is out of range.
+                ``mutation.scale`` or ``mutation.layout``, or ``seed`` is out of range.
         """
         seed = validate.seed("seed", seed)
         if not isinstance(center, torch.Tensor):
@@ -177,6 +189,10 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
         if isinstance(self.mutation.scale, torch.Tensor) and self.mutation.scale.numel() != center.numel():
             raise ValueError(
                 f"mutation.scale has {self.mutation.scale.numel()} entries but center has {center.numel()}"
+            )
+        if self.mutation.layout is not None and self.mutation.layout.dim != center.numel():
+            raise ValueError(
+                f"mutation.layout has {self.mutation.layout.dim} parameters but center has {center.numel()}"
             )
         center = center.detach().clone()
         fields = self._initial_fields(center)
@@ -269,17 +285,29 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
         return noise.sample(state.mutation, seeds, center.numel(), device=center.device, dtype=center.dtype)
 
     def weighted_sum(
-        self, state: StateT, seeds: torch.Tensor, weights: torch.Tensor, norm_power: float = 0.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``Σ_i weights[i] ε_i / ‖ε_i‖^norm_power`` (dim,) and the (n,) norms ``‖ε_i‖``, chunk by chunk."""
+        self,
+        state: StateT,
+        seeds: torch.Tensor,
+        weights: torch.Tensor,
+        norm_power: float = 0.0,
+        *,
+        with_norms: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``Σ_i weights[i] ε_i / ‖ε_i‖^norm_power`` (dim,) and the (n,) norms ``‖ε_i‖``, chunk by chunk.
+
+        Formed by :attr:`update` when one is set, else in this process by
+        :func:`evograd.noise.weighted_sum` (which forms a low-rank mutation's sum as one GEMM of
+        stacked factors per matrix, never as rows). An update that does not
+        use the norms passes ``with_norms=False`` (then the norms are None), which spares a sharded
+        update a pass over whole rows.
+        """
         center = state.center
-        return noise.weighted_sum(
-            state.mutation,
-            seeds,
-            weights,
-            center.numel(),
-            norm_power=norm_power,
-            chunk_size=self.chunk_size,
-            device=center.device,
-            dtype=center.dtype,
+        arguments = {"norm_power": norm_power, "chunk_size": self.chunk_size, "device": center.device}
+        if self.update is not None:
+            return self.update(
+                state.mutation, seeds, weights, center.numel(), dtype=center.dtype, with_norms=with_norms, **arguments
+            )
+        total, norms = noise.weighted_sum(
+            state.mutation, seeds, weights, center.numel(), dtype=center.dtype, **arguments
         )
+        return total, norms if with_norms else None
