@@ -1,11 +1,14 @@
-"""Four claims about randomness in deep learning, each a one-command experiment with a verdict.
+"""Five claims about randomness in deep learning, each a one-command experiment with a verdict.
 
 ``evograd experiment NAME [--quick] [--seeds N] [--out DIR]`` runs one of:
 
-* ``probes``: scale-free mutations estimate the gradient of a deep network better than Gaussian ones.
+* ``probes``: scale-free mutations estimate the gradient of a deep network better than Gaussian ones
+  (direction law × length law, each at its own best σ).
 * ``alignment``: feedback alignment does far better than sending back norm-matched Gaussian noise.
-* ``random-labels``: networks memorize random labels, and it takes only a small factor longer.
+* ``random-labels``: gradient-trained networks memorize random labels, and it takes only a small
+  factor longer.
 * ``layers``: bottom layers should be searched more thoroughly than top layers.
+* ``rolling-average``: averaging improving directions over generations estimates the gradient better.
 
 Every experiment is a :class:`Experiment`: a configuration (default or ``quick``), a ``measure``
 function returning a JSON-ready dict of every number, a table, plot panels, and a pure verdict rule
@@ -41,7 +44,7 @@ from evograd import harness, loggers, tasks, validate
 from evograd.harness import Progress
 from evograd.loggers import Logger
 
-__all__ = ["Experiment", "Panel", "Outcome", "EXPERIMENTS", "run", "train_classifier", "mean"]
+__all__ = ["Experiment", "Panel", "Outcome", "EXPERIMENTS", "run", "train_classifier", "train_steps", "mean"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,10 +137,33 @@ def train_classifier(
     Raises:
         ValueError: ``on`` is neither ``"test"`` nor ``"train"``.
     """
-    on = validate.choice("on", on, ("test", "train"))
-    x, y = (split.test_x, split.test_y) if on == "test" else (split.train_x, split.train_y)
     batches = harness.Minibatches(split.train_x, split.train_y, batch_size, seed)
     step = harness.optimizer_step(optimizer, model, F.cross_entropy, batches, gradient=gradient)
+    return train_steps(step, model, split, fe=fe, on=on, stop=stop, logger=logger, run=run)
+
+
+def train_steps(
+    step: harness.Step,
+    model: torch.nn.Module,
+    split: tasks.Split,
+    *,
+    fe: int,
+    on: str = "test",
+    stop: Callable[[float], bool] | None = None,
+    logger: Logger | None = None,
+    run: str = "",
+) -> harness.Run:
+    """Call ``step`` (``step() -> FE spent``, training ``model``) until ``fe`` is spent or ``stop`` holds.
+
+    The measuring half of :func:`train_classifier`, for training loops that are not a torch
+    optimizer: accuracy of ``model`` on the ``on`` set at 20 evenly and 20 geometrically spaced
+    points of the budget.
+
+    Raises:
+        ValueError: ``on`` is neither ``"test"`` nor ``"train"``.
+    """
+    on = validate.choice("on", on, ("test", "train"))
+    x, y = (split.test_x, split.test_y) if on == "test" else (split.train_x, split.train_y)
     recorder = harness.Recorder(
         lambda: harness.accuracy(model, x, y),
         harness.Budget(fe=fe, points=20),
@@ -263,9 +289,10 @@ def run(
 
 
 def _registry() -> dict[str, Experiment]:
-    from evograd.experiments import alignment, layers, probes, random_labels
+    from evograd.experiments import alignment, layers, probes, random_labels, rolling_average
 
-    return {e.name: e for e in (probes.EXPERIMENT, alignment.EXPERIMENT, random_labels.EXPERIMENT, layers.EXPERIMENT)}
+    found = (probes, alignment, random_labels, layers, rolling_average)
+    return {module.EXPERIMENT.name: module.EXPERIMENT for module in found}
 
 
 EXPERIMENTS: dict[str, Experiment] = _registry()
