@@ -111,6 +111,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="members evaluated at once; ranks get whole chunks, so keep it <= population/ranks",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    parser.add_argument(
+        "--ranks",
+        type=int,
+        default=None,
+        help="stop unless the job has this many MPI ranks (catches a launcher that started one-rank jobs)",
+    )
     parser.add_argument("--checkpoint-dir", default=None, help="directory for checkpoints (shared by all ranks)")
     parser.add_argument("--checkpoint-every", type=int, default=50)
     parser.add_argument("--keep", type=int, default=3, help="checkpoints kept")
@@ -122,6 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--log-dir", default=None, help="folder of the --log files (default: --checkpoint-dir)")
     args = parser.parse_args(argv)
+    if args.ranks is not None and args.ranks < 1:
+        parser.error(f"--ranks must be a positive integer, got {args.ranks}")
     if args.resume and not args.checkpoint_dir:
         parser.error("--resume needs --checkpoint-dir")
     if args.checkpoint_dir and not args.resume and checkpoint.latest(args.checkpoint_dir) is not None:
@@ -146,6 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     evaluate = MPIEvaluator(
         evograd.VmapEvaluator(task.model, task.loss, chunk_size=args.chunk_size), sync_every=args.sync_every
     )
+    if args.ranks is not None and evaluate.size != args.ranks:
+        raise SystemExit(
+            f"--ranks {args.ranks}: this process sees {evaluate.size} MPI rank(s); the launcher and the MPI "
+            "library disagree on the process manager interface (srun --mpi=..., see mpi/README.rst)"
+        )
     state = strategy.init(flat.flatten(task.model), seed=args.seed)
     saver = (
         None
