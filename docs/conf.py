@@ -2,7 +2,7 @@
 
 Build it from the repository root (``pip install -e '.[docs]'``)::
 
-    python -m sphinx -W -b html docs docs/_build/html
+    python -m sphinx -W -b html docs build/docs
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",  # Google-style docstrings (Args/Returns/Raises/Examples)
 ]
-exclude_patterns = ["_build"]
+exclude_patterns: list[str] = []
 root_doc = "index"
 
 autodoc_default_options = {"members": True, "show-inheritance": True}
