@@ -15,6 +15,7 @@ from evograd import (
     flat,
     harness,
     loggers,
+    loop,
     mpi,
     noise,
     progress,
@@ -29,6 +30,7 @@ from evograd import (
 )
 from evograd.cupy_bridge import CupyEvaluator
 from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
+from evograd.loop import optimize
 from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
@@ -91,8 +93,10 @@ __all__ = [
     "flat",
     "harness",
     "loggers",
+    "loop",
     "mpi",
     "noise",
+    "optimize",
     "progress",
     "protocols",
     "runstore",

@@ -140,11 +140,11 @@ def _evolve(make_strategy: Callable[[dict], Any]) -> Method:
 
         def step() -> int:
             nonlocal state
-            before = evaluator.forward_passes
+            before = evaluator.fe
             seeds = strategy.ask(state)
             state, _ = strategy.tell(state, seeds, evaluator(state.center, seeds, state.mutation))
             flat.assign(model, state.center)
-            return evaluator.forward_passes - before
+            return evaluator.fe - before
 
         return step
 

@@ -9,7 +9,7 @@ need it) and the forward-pass equivalents spent (docs/design.rst, contract 8).
 
 The evaluator is reached through its declared protocols (:mod:`evograd.protocols`) only:
 
-* an :class:`~evograd.protocols.Evaluator` scores populations, and its ``forward_passes`` counter
+* an :class:`~evograd.protocols.Evaluator` scores populations, and its ``fe`` counter
   says what they cost;
 * a :class:`~evograd.protocols.ModelEvaluator` also names the model whose flat vector populations
   perturb (:meth:`Context.space`) and the loss as a function of its parameters
@@ -235,7 +235,7 @@ class Context:
         if not isinstance(self.evaluator, Evaluator):
             raise TypeError(
                 f"{who}: {type(self.evaluator).__name__} is not an evograd.Evaluator "
-                "(__call__(center, seeds, mutation), evaluations, forward_passes)"
+                "(__call__(center, seeds, mutation), evaluations, fe)"
             )
         if isinstance(self.evaluator, ModelEvaluator):
             self._where(self.evaluator.model, who)
@@ -244,9 +244,9 @@ class Context:
     def evaluate(self, center: Tensor, seeds: Tensor, mutation: noise.Mutation, who: str) -> Tensor:
         """Population fitness from the evaluator, the forward passes it counts charged to this step."""
         evaluator = self.require_evaluator(who)
-        before = evaluator.forward_passes
+        before = evaluator.fe
         fitness = evaluator(center, seeds, mutation)  # (n,)
-        self.spend(evaluator.forward_passes - before)
+        self.spend(evaluator.fe - before)
         return fitness
 
     def _where(self, model: nn.Module, who: str) -> list[str]:

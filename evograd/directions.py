@@ -325,15 +325,24 @@ class _SPSA(_Probe):
         for p, z in zip(params, _normals(params, key)):
             p.add_(z, alpha=scale)
 
+    @staticmethod
+    def _restore(params: Sequence[Tensor], kept: Sequence[Tensor]) -> None:
+        for p, k in zip(params, kept):
+            p.copy_(k)
+
     def update(self, state: None, ctx: Context) -> tuple[list[Tensor], None]:
         loss, samples = ctx.objective("spsa()")
         key = self.key(ctx)
         with torch.no_grad():
-            self._shift(ctx.params, key, self.eps)  # θ + εz
-            plus = loss(None)
-            self._shift(ctx.params, key, -2.0 * self.eps)  # θ − εz
-            minus = loss(None)
-            self._shift(ctx.params, key, self.eps)  # θ again, up to rounding in the last bit (as in MeZO)
+            kept = [p.detach().clone() for p in ctx.params]  # θ, restored by copy: exact whatever ε
+            try:
+                self._shift(ctx.params, key, self.eps)  # θ + εz
+                plus = loss(None)
+                self._restore(ctx.params, kept)
+                self._shift(ctx.params, key, -self.eps)  # θ − εz
+                minus = loss(None)
+            finally:
+                self._restore(ctx.params, kept)
         slope = (plus - minus) / (2.0 * self.eps)  # ≈ ∇L·z
         ctx.spend(2 * samples)
         return [slope * z for z in _normals(ctx.params, key)], state
@@ -342,8 +351,10 @@ class _SPSA(_Probe):
 def spsa(*, seed: int, eps: float = 1e-3) -> Direction:
     """The two-point zeroth-order estimate ``(L(θ+εz) − L(θ−εz)) / 2ε · z``, ``z ~ N(0, I)``.
 
-    The parameters are perturbed in place and restored, and ``z`` is regenerated from its seed
-    tensor by tensor instead of stored, so the memory is that of inference with one model (MeZO).
+    The parameters are perturbed in place and ``z`` is regenerated from its seed tensor by tensor
+    instead of stored (MeZO); the parameters are restored by copy, not by subtracting ``εz`` again,
+    so they come back bit for bit whatever ε (MeZO's subtraction drifts in the last bit, and
+    destroys them when ``εz`` dwarfs them), at the memory of one more copy of the parameters.
     The loss is the evaluator's on the current batch, the same batch for both points. Unbiased for
     quadratics (the central difference is exact there) and to ``O(ε²)`` otherwise.
 

@@ -11,8 +11,36 @@ scored:
   ``vmap``, on the device the center lives on.
 * :class:`FunctionEvaluator`: a function of flat parameter vectors, e.g. a benchmark function.
 
-All of them count what they spent: ``evaluations`` (members scored) and ``forward_passes`` (samples
-pushed through the network, the unit of forward-pass equivalents, contract 8).
+All of them count what they spent in ``fe``: forward-pass equivalents (samples pushed through the
+network, 1 per member for a plain function), the one name of cost in evograd (contract 8): the
+evaluators', :class:`~evograd.HybridOptimizer`'s and :func:`evograd.optimize`'s. ``evaluations``
+counts members scored, a count rather than a cost.
+
+**Train mode.** Models are scored in the mode they are in, and a member's fitness is a function of
+its seed and the batch alone:
+
+* Normalization layers with running statistics (``nn.BatchNorm1d/2d/3d``, ``nn.SyncBatchNorm``,
+  ``nn.InstanceNorm*`` with ``track_running_stats``) in ``train()`` mode normalize each member by its
+  own batch statistics, as a training forward pass of that member would, and never update the
+  model's running statistics (the user's closure does, once per step, as in plain torch). In
+  ``eval()`` mode they use the running statistics.
+* Dropout in ``train()`` mode (``nn.Dropout*``, ``nn.AlphaDropout``, ``nn.MultiheadAttention`` with
+  ``dropout > 0``) would draw from torch's global generator, so members' fitness would be noise that
+  no seed reproduces: it is refused, with what to do, when the evaluator is made and at every call
+  (the mode may change in between), unless the evaluator was made with ``dropout="off"``, which
+  scores members with those layers switched to eval mode during the call (the model keeps training
+  with dropout in the closure). Any other random operation in the forward is refused by ``vmap``
+  and reported the same way.
+
+An empty batch (0 samples) is refused: no fitness can be measured on it.
+
+**Threads.** A model evaluator swaps the model's parameters during a call (``functional_call``), so
+the evaluators of one model take that model's lock for each call, for each call of the loss
+:meth:`~evograd.protocols.ModelEvaluator.objective` returns, and while they are constructed:
+threads sharing a model wait for one another and get exactly the single-threaded fitness. A thread
+that runs the model itself while others may evaluate it holds :func:`model_lock` meanwhile.
+Evaluators without a model take a lock of their own, so their counters stay exact. One lock per
+call, never per member.
 
 Each implements the protocols of :mod:`evograd.protocols` it can (docs/design.rst, contract 9): all
 are an :class:`~evograd.protocols.Evaluator`; ``SerialEvaluator`` and ``VmapEvaluator`` are a
@@ -22,17 +50,21 @@ are an :class:`~evograd.protocols.Evaluator`; ``SerialEvaluator`` and ``VmapEval
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+import threading
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from evograd import flat, noise
+from evograd import flat, noise, validate
 from evograd.shaping import finite_or_worst
 
 __all__ = [
+    "model_lock",
     "ChunkedEvaluator",
     "SerialEvaluator",
     "VmapEvaluator",
@@ -70,6 +102,69 @@ def default_chunk_size(dim: int, dtype: torch.dtype = torch.float32, device: tor
     if device is None or torch.device(device).type == "cpu":
         return min(64, noise.chunk_rows(dim, dtype, nbytes=16 << 20))
     return min(8192, noise.chunk_rows(dim, dtype, nbytes=512 << 20))
+
+
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(owner: Any) -> threading.RLock:
+    """The lock evaluators of ``owner`` (a model, or an evaluator without one) hold for each call.
+
+    A model evaluator swaps the model's parameters while it scores (``functional_call``); hold
+    this lock to run the model yourself while other threads may be evaluating it. Made on first
+    use and kept in a registry, not on the evaluator, so evaluators still copy and pickle like
+    plain objects. Reentrant.
+
+    Examples:
+        >>> model = nn.Linear(2, 1)
+        >>> with model_lock(model):  # no evaluator of model scores in another thread meanwhile
+        ...     y = model(torch.zeros(1, 2))
+        >>> model_lock(model) is model_lock(model)
+        True
+    """
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(owner)
+        if lock is None:
+            lock = _LOCKS[owner] = threading.RLock()
+        return lock
+
+
+#: Layers whose running statistics a training forward pass updates in place.
+RUNNING_STATS = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+)
+#: Layers that draw random numbers in a training forward pass.
+DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+DROPOUT_MODES = ("refuse", "off")
+
+
+def _random_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules of ``model`` that would draw random numbers now: dropout with p > 0 in train mode."""
+    found = []
+    for name, module in model.named_modules():
+        if not module.training:
+            continue
+        if isinstance(module, DROPOUT) and module.p > 0:
+            found.append((name, module))
+        elif isinstance(module, nn.MultiheadAttention) and module.dropout > 0:
+            found.append((name, module))
+    return found
+
+
+def _random_forward_error(who: str, names: list[str]) -> ValueError:
+    where = f" (modules {', '.join(repr(n) for n in names)})" if names else ""
+    return ValueError(
+        f"{who}: the model draws random numbers in its forward pass{where}, dropout in train() mode, so a "
+        "member's fitness would not be a function of its seed; call model.eval() while evaluating, or make the "
+        f"evaluator with dropout='off' to score members without dropout while the model trains with it"
+    )
 
 
 _malloc_primed = False
@@ -112,7 +207,7 @@ class ChunkedEvaluator:
         self.chunk_size = chunk_size
         self.layout = layout
         self.evaluations = 0
-        self.forward_passes = 0
+        self.fe = 0
 
     def __call__(self, center: torch.Tensor, seeds: torch.Tensor, mutation: noise.Mutation) -> torch.Tensor:
         """Fitness (lower is better, non-finite reported as +inf) of ``center`` perturbed by each seed.
@@ -131,6 +226,11 @@ class ChunkedEvaluator:
             raise ValueError(f"center has {center.numel()} entries but the model has {self.layout.dim} parameters")
         if center.device.type == "cpu":
             _prime_malloc()
+        with self._guard():
+            return self._evaluate(center, seeds, mutation)
+
+    def _evaluate(self, center: torch.Tensor, seeds: torch.Tensor, mutation: noise.Mutation) -> torch.Tensor:
+        """:meth:`__call__` once its checks passed, under :meth:`_guard`."""
         context = self._begin()
         fitness = torch.empty(len(seeds), dtype=center.dtype, device=center.device)
         with torch.no_grad():
@@ -160,19 +260,30 @@ class ChunkedEvaluator:
             raise ValueError(
                 f"candidates have {candidates.shape[1]} entries but the model has {self.layout.dim} parameters"
             )
-        context = self._begin()
-        fitness = torch.empty(len(candidates), dtype=candidates.dtype, device=candidates.device)
-        with torch.no_grad():
-            for start in range(0, len(candidates), self.chunk_size):
-                part = slice(start, start + self.chunk_size)
-                fitness[part] = self._score(candidates[part], context).to(fitness.dtype)
-        return self._finish(fitness, context)
+        with self._guard():
+            context = self._begin()
+            fitness = torch.empty(len(candidates), dtype=candidates.dtype, device=candidates.device)
+            with torch.no_grad():
+                for start in range(0, len(candidates), self.chunk_size):
+                    part = slice(start, start + self.chunk_size)
+                    fitness[part] = self._score(candidates[part], context).to(fitness.dtype)
+            return self._finish(fitness, context)
 
     def _finish(self, fitness: torch.Tensor, context: Any) -> torch.Tensor:
         """Count what was spent and rank non-finite fitness worst."""
         self.evaluations += len(fitness)
-        self.forward_passes += len(fitness) * self._samples(context)
+        self.fe += len(fitness) * self._samples(context)
         return finite_or_worst(fitness)
+
+    def _lock(self) -> threading.RLock:
+        """The lock a call holds: this evaluator's own; an evaluator of a model returns the model's."""
+        return model_lock(self)
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Held for a whole call: :meth:`_lock`, and what a subclass adds."""
+        with self._lock():
+            yield
 
     def _begin(self) -> Any:
         return None
@@ -195,29 +306,70 @@ class _ModelEvaluator(ChunkedEvaluator):
         batch: BatchSource | None,
         *,
         chunk_size: int,
+        dropout: str = "refuse",
     ) -> None:
         super().__init__(chunk_size=chunk_size, layout=flat.layout_of(model))
         self.model = model
         self.loss_fn = loss_fn
         self.batch = batch
+        self.dropout = validate.choice("dropout", dropout, DROPOUT_MODES)
+        random = _random_layers(model)
+        if random and self.dropout == "refuse":  # refused now, and again at a call if the model changed since
+            raise _random_forward_error(type(self).__name__, [name for name, _ in random])
+
+    def _lock(self) -> threading.RLock:
+        return model_lock(self.model)
 
     def set_batch(self, batch: BatchSource) -> None:
         """Score the next calls on ``batch`` (a tuple ``(inputs, targets)`` or a callable returning one)."""
         self.batch = batch
 
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """The model's lock for the call, and dropout refused or switched off for it (see the module docstring)."""
+        with self._lock():
+            random = _random_layers(self.model)
+            if random and self.dropout == "refuse":
+                raise _random_forward_error(type(self).__name__, [name for name, _ in random])
+            for _, module in random:
+                module.training = False  # dropout="off": restored below, before the lock is released
+            try:
+                yield
+            except RuntimeError as err:
+                if "randomness" in str(err) and "vmap" in str(err):  # a random op vmap refused
+                    raise _random_forward_error(type(self).__name__, []) from err
+                raise
+            finally:
+                for _, module in random:
+                    module.training = True
+
     def _begin(self) -> tuple:
         if self.batch is None:
             raise ValueError("no batch: pass batch= or call set_batch() before evaluating")
         batch = self.batch() if callable(self.batch) else self.batch
-        return batch if isinstance(batch, (tuple, list)) else (batch,)
+        batch = batch if isinstance(batch, (tuple, list)) else (batch,)
+        if len(batch[0]) == 0:
+            raise ValueError("batch is empty (0 samples); allowed: a batch of at least one sample")
+        return batch
 
     def _samples(self, context: tuple) -> int:
         return len(context[0])
 
-    def _fixed_tensors(self) -> dict[str, torch.Tensor]:
-        """Buffers and frozen parameters: shared, unperturbed, by every member."""
+    def _fixed_tensors(self) -> dict[str, torch.Tensor | None]:
+        """Buffers and frozen parameters: shared, unperturbed, by every member.
+
+        The running statistics of normalization layers in train mode are given as ``None``, so they
+        normalize by the batch's statistics and update nothing (see the module docstring).
+        """
         frozen = {n: p.detach() for n, p in self.model.named_parameters() if not p.requires_grad}
-        return {**frozen, **dict(self.model.named_buffers())}
+        buffers: dict[str, torch.Tensor | None] = dict(self.model.named_buffers())
+        for prefix, module in self.model.named_modules():
+            if module.training and isinstance(module, RUNNING_STATS):
+                for name in ("running_mean", "running_var", "num_batches_tracked"):
+                    key = f"{prefix}.{name}" if prefix else name
+                    if key in buffers:
+                        buffers[key] = None
+        return {**frozen, **buffers}
 
     def objective(self) -> tuple[Callable[[dict[str, torch.Tensor]], torch.Tensor], int]:
         """The loss as a function of parameters on one batch, and that batch's number of samples.
@@ -226,12 +378,19 @@ class _ModelEvaluator(ChunkedEvaluator):
         (forward gradients, SPSA). ``loss(params)`` uses ``params`` (name -> tensor) in place of
         the model's own and the model's current values for the rest; it is differentiable
         (``torch.func.jvp`` works through it) and counts nothing: the caller charges its FE. A
-        callable batch is drawn once, here, so every call of ``loss`` sees the same data.
+        callable batch is drawn once, here, so every call of ``loss`` sees the same data. Each
+        call of ``loss`` holds the model's lock, as a population call does.
         """
         if self.loss_fn is None:
             raise ValueError(f"{type(self).__name__} built with fitness= has no loss on a batch")
-        batch = self._begin()
-        return (lambda params: self._loss(params, batch)), self._samples(batch)
+        with self._guard():
+            batch = self._begin()
+
+        def loss(params: dict[str, torch.Tensor]) -> torch.Tensor:
+            with self._guard():
+                return self._loss(params, batch)
+
+        return loss, self._samples(batch)
 
     def _loss(self, params: dict[str, torch.Tensor], batch: tuple) -> torch.Tensor:
         inputs, *rest = batch
@@ -245,7 +404,17 @@ class SerialEvaluator(_ModelEvaluator):
     Either a loss on a batch: ``SerialEvaluator(model, loss_fn, batch)`` with
     ``loss_fn(model(inputs), targets) -> scalar``; or any fitness of the model:
     ``SerialEvaluator(model, fitness=f)`` with ``f(module) -> float``, called on a private copy of
-    the model holding the candidate's parameters (the user's model is never modified).
+    the model holding the candidate's parameters (the user's model is never modified; the copy
+    takes the model's buffers, frozen parameters and train/eval modes at every call).
+
+    Args:
+        model: the network; its trainable parameters define the flat vector.
+        loss_fn: ``loss_fn(model(inputs), targets) -> scalar``; or None with ``fitness``.
+        batch: ``(inputs, targets)``, or a callable returning one per call.
+        fitness: ``f(module) -> float``, instead of ``loss_fn`` and ``batch``.
+        chunk_size: members materialized at once.
+        dropout: ``"refuse"`` (dropout in train mode is an error) or ``"off"`` (scored without it);
+            see the module docstring.
 
     Examples:
         >>> import torch
@@ -265,15 +434,27 @@ class SerialEvaluator(_ModelEvaluator):
         *,
         fitness: Callable[[nn.Module], float] | None = None,
         chunk_size: int = 64,
+        dropout: str = "refuse",
     ) -> None:
         if (fitness is None) == (loss_fn is None):
             raise ValueError("pass exactly one of loss_fn (with batch) or fitness")
-        super().__init__(model, loss_fn, batch, chunk_size=chunk_size)
-        self.fitness = fitness
-        self._work = copy.deepcopy(model) if fitness is not None else None
+        with model_lock(model):  # another thread's call swaps the model's parameters out
+            super().__init__(model, loss_fn, batch, chunk_size=chunk_size, dropout=dropout)
+            self.fitness = fitness
+            self._work = copy.deepcopy(model) if fitness is not None else None
 
     def _begin(self) -> tuple | None:
-        return None if self.fitness is not None else super()._begin()
+        if self.fitness is None:
+            return super()._begin()
+        with torch.no_grad():  # the private copy takes what the model holds now, except the candidates
+            for mine, theirs in zip(self._work.buffers(), self.model.buffers()):
+                mine.copy_(theirs)
+            for mine, theirs in zip(self._work.parameters(), self.model.parameters()):
+                if not theirs.requires_grad:
+                    mine.copy_(theirs)
+        for mine, theirs in zip(self._work.modules(), self.model.modules()):
+            mine.training = theirs.training
+        return None
 
     def _samples(self, context: tuple | None) -> int:
         return 1 if context is None else super()._samples(context)
@@ -293,8 +474,9 @@ class VmapEvaluator(_ModelEvaluator):
     """Members scored a chunk at a time with ``torch.func.vmap`` over ``functional_call``.
 
     Agrees with :class:`SerialEvaluator` to float tolerance. ``loss_fn(output, targets)`` must be
-    vmappable (the ``torch.nn.functional`` losses are) and return a scalar; the model must not draw
-    random numbers in its forward (put dropout models in ``eval()`` mode).
+    vmappable (the ``torch.nn.functional`` losses are) and return a scalar. BatchNorm in train mode
+    uses each member's batch statistics; dropout in train mode is refused unless ``dropout="off"``
+    (see the module docstring).
 
     Args:
         model: the network; its trainable parameters define the flat vector.
@@ -303,6 +485,8 @@ class VmapEvaluator(_ModelEvaluator):
             all members of that call).
         chunk_size: members per vectorized call; bounds memory to chunk_size × (dim + activations).
             By default :func:`default_chunk_size` of the model's parameters and their device.
+        dropout: ``"refuse"`` (dropout in train mode is an error) or ``"off"`` (scored without it);
+            see the module docstring.
 
     Examples:
         >>> import torch
@@ -321,12 +505,14 @@ class VmapEvaluator(_ModelEvaluator):
         batch: BatchSource | None = None,
         *,
         chunk_size: int | None = None,
+        dropout: str = "refuse",
     ) -> None:
-        if chunk_size is None:
-            layout = flat.layout_of(model)
-            trainable = next(p for p in model.parameters() if p.requires_grad)
-            chunk_size = default_chunk_size(layout.dim, trainable.dtype, trainable.device)
-        super().__init__(model, loss_fn, batch, chunk_size=chunk_size)
+        with model_lock(model):  # another thread's call swaps the model's parameters out
+            if chunk_size is None:
+                layout = flat.layout_of(model)
+                trainable = next(p for p in model.parameters() if p.requires_grad)
+                chunk_size = default_chunk_size(layout.dim, trainable.dtype, trainable.device)
+            super().__init__(model, loss_fn, batch, chunk_size=chunk_size, dropout=dropout)
 
     def _score(self, candidates: torch.Tensor, context: tuple) -> torch.Tensor:
         params = flat.stacked(candidates, self.layout)  # name -> (c, *shape)

@@ -286,7 +286,7 @@ class MPIEvaluator:
 
     Attributes:
         evaluations: members scored, summed over all ranks (the same number on every rank).
-        forward_passes: forward-pass equivalents spent, summed over all ranks: the population's
+        fe: forward-pass equivalents spent, summed over all ranks: the population's
             cost, counted once. ``self.local`` keeps this rank's own counters.
 
     Raises:
@@ -319,7 +319,7 @@ class MPIEvaluator:
         if not isinstance(local, Evaluator):
             raise TypeError(
                 f"local must be an evograd.Evaluator (__call__(center, seeds, mutation), evaluations, "
-                f"forward_passes), got {type(local).__name__}"
+                f"fe), got {type(local).__name__}"
             )
         if block is None:
             block = local.chunk_size if isinstance(local, ChunkedEvaluator) else 1
@@ -331,7 +331,7 @@ class MPIEvaluator:
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.block, self.sync_every = block, sync_every
         self.evaluations = 0
-        self.forward_passes = 0
+        self.fe = 0
 
     def shares(self, n: int) -> list[range]:
         """Which members each rank scores for a population of ``n``."""
@@ -348,7 +348,7 @@ class MPIEvaluator:
         shares = self.shares(n)
         self._warn_if_unbalanced(n, shares)
         mine = shares[self.rank]
-        before = self.local.forward_passes
+        before = self.local.fe
         if isinstance(self.local, StatisticsEvaluator):  # rows of statistics travel with the fitness
             fitness, rows = self.local.evaluate(center, seeds[mine.start : mine.stop], mutation)
             width = self.local.statistics_width
@@ -360,7 +360,7 @@ class MPIEvaluator:
         send[: len(mine)] = fitness.detach().cpu().double().numpy()
         if width:
             send[len(mine) : -1] = rows.detach().cpu().double().numpy().reshape(-1)
-        send[-1] = self.local.forward_passes - before
+        send[-1] = self.local.fe - before
         counts = [len(share) * (1 + width) + 1 for share in shares]
         offsets = [share.start * (1 + width) + r for r, share in enumerate(shares)]
         gathered = np.empty(n * (1 + width) + self.size, dtype=np.float64)
@@ -368,7 +368,7 @@ class MPIEvaluator:
 
         parts = [gathered[offset : offset + count] for offset, count in zip(offsets, counts)]
         self.evaluations += n
-        self.forward_passes += int(sum(part[-1] for part in parts))
+        self.fe += int(sum(part[-1] for part in parts))
         if rows is not None:  # every rank merges the whole population's rows, in member order
             everyone = [part[len(share) : -1].reshape(len(share), width) for part, share in zip(parts, shares)]
             self.local.absorb(torch.from_numpy(np.concatenate(everyone)))

@@ -47,9 +47,27 @@ if it only returns the loss), once more per feedback rule, and otherwise once at
 reads the ``.grad`` the loop computed before ``step()``.
 
 **Cost.** ``optimizer.fe`` accumulates the forward-pass equivalents spent (contract 8; see
-:mod:`evograd.directions` for what each source costs). Over MPI it is the algorithmic cost, counted
-once and the same on every rank: a population's forward passes summed over the ranks that share
-it, a closure call or an SPSA probe that every rank repeats charged once.
+:mod:`evograd.directions` for what each source costs): ``fe`` is the name of cost wherever a user
+reads it (an evaluator's ``fe``, by the same name, is what its populations add to it). Over MPI it is
+the algorithmic cost, counted once and the same on every rank: a population's forward passes
+summed over the ranks that share it, a closure call or an SPSA probe that every rank repeats
+charged once.
+
+**torch.optim parity.** ``step(closure, *, batch=None)`` takes one keyword torch's optimizers do
+not, ``batch``; everything else is torch's contract. :meth:`add_param_group` works as torch's does
+(a group may bring its own ``direction``; a direction object that gains groups restarts its state
+on the enlarged set of parameters). Parameters that do not require grad are skipped, as torch's
+optimizers skip them: no direction is computed for them and neither they nor the base optimizer's
+state for them change (checked every step, so freezing or unfreezing a layer takes effect at the
+next step; a source whose parameters change restarts its state). Bases that take more than one
+gradient per step are refused at construction (:data:`UNSUPPORTED_BASES`).
+
+**Non-finite directions.** A step whose direction holds a NaN or an infinity anywhere (a NaN
+loss under backprop, an overflowing SPSA probe, ...) is skipped as ``torch.cuda.amp.GradScaler``
+skips one: the base optimizer does not step, so the parameters and its state (momentum, Adam
+moments) stay as they were, the sources' states are not advanced, and
+``optimizer.skipped_steps`` counts it. The step still counts in ``step_count`` (per-step noise moves
+on) and its cost in ``fe``.
 
 References:
     Salimans et al. (2017); Baydin et al. (2022); Malladi et al. (2023): see :mod:`evograd.directions`.
@@ -68,7 +86,14 @@ from evograd.context import Context
 from evograd.directions import Direction
 from evograd.protocols import Evaluator, ModelEvaluator
 
-__all__ = ["HybridOptimizer"]
+#: A unit's state key: the groups it drives and the ids of their trainable parameters.
+_Key = tuple[tuple[int, ...], tuple[int, ...]]
+
+__all__ = ["HybridOptimizer", "UNSUPPORTED_BASES"]
+
+#: Base optimizers a direction cannot drive: LBFGS re-evaluates the closure many times per step (a
+#: line search over one gradient), and SparseAdam takes sparse gradients only.
+UNSUPPORTED_BASES: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.LBFGS, torch.optim.SparseAdam)
 
 
 def _samples(batch: Any) -> int | None:
@@ -86,7 +111,8 @@ class HybridOptimizer(torch.optim.Optimizer):
             ``direction`` of its own (e.g. the bottom layers ``improvement(...)``, the top
             ``backprop()``).
         direction: the direction of groups that name none (see :mod:`evograd.directions`).
-        base: the torch optimizer class that takes the step (SGD, Adam, ...; not LBFGS).
+        base: the torch optimizer class that takes the step from ``p.grad``: SGD, Adam, AdamW,
+            RMSprop, Adagrad, ... (any ``torch.optim.Optimizer`` except :data:`UNSUPPORTED_BASES`).
         evaluator: scores populations and provides the loss function for evolution, forward
             gradient and SPSA sources, e.g. ``VmapEvaluator(model, loss_fn)``.
         log_alignment_every: if k > 0, every k steps the cosine between each unit's direction
@@ -96,7 +122,9 @@ class HybridOptimizer(torch.optim.Optimizer):
 
     Attributes:
         base: the base optimizer instance.
-        fe: forward-pass equivalents spent so far.
+        fe: forward-pass equivalents spent so far (docs/design.rst, contract 8).
+        skipped_steps: steps skipped because their direction was not finite (parameters and the
+            base optimizer's state left untouched).
         uncounted_calls: closure calls left out of ``fe`` because the batch size was unknown (pass
             ``step(closure, batch=...)`` to count them).
         step_count: steps taken.
@@ -104,7 +132,8 @@ class HybridOptimizer(torch.optim.Optimizer):
 
     Raises:
         TypeError: a direction is not a direction source, or ``base`` is not an optimizer class.
-        ValueError: a source needs an evaluator and none was given (and other bad input, named).
+        ValueError: ``base`` is one of :data:`UNSUPPORTED_BASES`, a source needs an evaluator and
+            none was given (and other bad input, named).
 
     Examples:
         >>> import torch
@@ -135,6 +164,13 @@ class HybridOptimizer(torch.optim.Optimizer):
             )
         if not (isinstance(base, type) and issubclass(base, torch.optim.Optimizer)):
             raise TypeError(f"base must be a torch.optim.Optimizer class, got {base!r}")
+        if issubclass(base, UNSUPPORTED_BASES):
+            needs = "the closure many times per step" if issubclass(base, torch.optim.LBFGS) else "sparse gradients"
+            raise ValueError(
+                f"base={base.__name__} is not supported: it needs {needs}; use a base that steps once from "
+                "p.grad: SGD, Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam, ... (any torch.optim.Optimizer except "
+                "LBFGS and SparseAdam)"
+            )
         if isinstance(log_alignment_every, bool) or not isinstance(log_alignment_every, int) or log_alignment_every < 0:
             raise ValueError(f"log_alignment_every={log_alignment_every!r} is out of range; allowed integers >= 0")
         super().__init__(params, {"direction": direction})
@@ -142,9 +178,9 @@ class HybridOptimizer(torch.optim.Optimizer):
         self._share()
         self.defaults = {**self.base.defaults, "direction": direction}
         self.evaluator, self.log_alignment_every = evaluator, log_alignment_every
-        self.fe, self.step_count, self.uncounted_calls = 0, 0, 0
+        self.fe, self.step_count, self.uncounted_calls, self.skipped_steps = 0, 0, 0, 0
         self.alignment_history: list[dict[str, Any]] = []
-        self._states: dict[tuple[int, ...], Any] = {}
+        self._states: dict[_Key, Any] = {}
         for unit, groups in self._units():
             self._state(unit, groups)  # fail now, not at the first step, if a source lacks what it needs
 
@@ -153,12 +189,22 @@ class HybridOptimizer(torch.optim.Optimizer):
         self.param_groups, self.state = self.base.param_groups, self.base.state
 
     def _units(self) -> list[tuple[Direction, tuple[int, ...]]]:
-        """Each distinct direction object and the indices of the groups it drives."""
+        """Each distinct direction object and the indices of the groups it drives (with a trainable parameter)."""
         units: dict[int, tuple[Direction, list[int]]] = {}
         for i, group in enumerate(self.param_groups):
             directions.check_direction(group["direction"], f"param group {i}'s 'direction'")
             units.setdefault(id(group["direction"]), (group["direction"], []))[1].append(i)
-        return [(unit, tuple(groups)) for unit, groups in units.values()]
+        return [(unit, tuple(groups)) for unit, groups in units.values() if self._trainable(tuple(groups))[0]]
+
+    def _trainable(self, groups: tuple[int, ...]) -> tuple[list[Tensor], list[str]]:
+        """The parameters of ``groups`` that require grad, and their names; torch's optimizers skip the others."""
+        found = [
+            (p, name)
+            for i in groups
+            for p, name in zip(self.param_groups[i]["params"], self._names(i))
+            if p.requires_grad
+        ]
+        return [p for p, _ in found], [name for _, name in found]
 
     def _names(self, i: int) -> list[str]:
         """Names of group ``i``'s parameters: given with the params, else the evaluator model's, else ``i.j``."""
@@ -169,15 +215,20 @@ class HybridOptimizer(torch.optim.Optimizer):
         known = {} if model is None else {id(p): n for n, p in model.named_parameters()}
         return [known.get(id(p), f"{i}.{j}") for j, p in enumerate(group["params"])]
 
+    def _key(self, groups: tuple[int, ...]) -> _Key:
+        """What a unit's state belongs to: its groups and the trainable parameters in them now."""
+        return groups, tuple(id(p) for p in self._trainable(groups)[0])
+
     def _state(self, unit: Direction, groups: tuple[int, ...], ctx: Context | None = None) -> Any:
-        """The state of the unit driving ``groups``, initialized on first use (also for groups added later)."""
-        if groups not in self._states:
-            self._states[groups] = unit.init(ctx or self._context(groups))
-        return self._states[groups]
+        """The state of the unit driving ``groups``, initialized on first use (also for groups added
+        later, and again when the trainable parameters in them changed)."""
+        key = self._key(groups)
+        if key not in self._states:
+            self._states[key] = unit.init(ctx or self._context(groups))
+        return self._states[key]
 
     def _context(self, groups: tuple[int, ...], root: Context | None = None) -> Context:
-        params = [p for i in groups for p in self.param_groups[i]["params"]]
-        names = [n for i in groups for n in self._names(i)]
+        params, names = self._trainable(groups)
         if root is None:
             return Context(params, step=self.step_count, evaluator=self.evaluator, names=names)
         return root.restrict(params, names)
@@ -190,6 +241,9 @@ class HybridOptimizer(torch.optim.Optimizer):
                 unless the loop called ``backward()`` before ``step()``.
             batch: ``(inputs, targets)`` of this step, handed to a model evaluator's ``set_batch``.
 
+        ``batch`` is the one keyword torch's optimizers do not take. A step whose direction is not
+        finite is skipped (see the module docstring) and counted in :attr:`skipped_steps`.
+
         Returns:
             The closure's loss, or ``None`` without a closure.
 
@@ -200,7 +254,7 @@ class HybridOptimizer(torch.optim.Optimizer):
         log = self.log_alignment_every and self.step_count % self.log_alignment_every == 0
         if log and closure is None:
             raise ValueError("log_alignment_every needs the true gradient: call optimizer.step(closure)")
-        every = [p for group in self.param_groups for p in group["params"]]
+        every = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
         root = Context(every, step=self.step_count, closure=closure, evaluator=self.evaluator, samples=_samples(batch))
 
         # --- every unit's direction
@@ -209,7 +263,7 @@ class HybridOptimizer(torch.optim.Optimizer):
         for unit, groups in self._units():
             ctx = self._context(groups, root)
             ctx.trace = {} if log else None
-            update, states[groups] = unit.update(self._state(unit, groups, ctx), ctx)
+            update, states[self._key(groups)] = unit.update(self._state(unit, groups, ctx), ctx)
             if len(update) != len(ctx.params) or any(d.shape != p.shape for d, p in zip(update, ctx.params)):
                 raise ValueError(
                     f"{unit!r} returned {len(update)} directions that do not match the shapes of its "
@@ -219,15 +273,18 @@ class HybridOptimizer(torch.optim.Optimizer):
                 self._log(ctx, {"direction": update, **ctx.trace})
             found.extend(zip(ctx.params, update))
         loss = root.finish()
-        self._states = states
-
-        # --- base step along the directions
-        for p, d in found:
-            p.grad = d.to(p.dtype)
-        self.base.step()
         self.step_count += 1
         self.fe += root.fe
         self.uncounted_calls += root.uncounted
+        if found and not bool(torch.stack([torch.isfinite(d).all() for _, d in found]).all()):  # one sync
+            self.skipped_steps += 1  # as GradScaler: no base step, no state advanced
+            return loss
+
+        # --- base step along the directions
+        self._states = states
+        for p, d in found:
+            p.grad = d.to(p.dtype)
+        self.base.step()
         return loss
 
     def _log(self, ctx: Context, found: dict[str, list[Tensor]]) -> None:
@@ -249,6 +306,7 @@ class HybridOptimizer(torch.optim.Optimizer):
             "step_count": self.step_count,
             "fe": self.fe,
             "uncounted_calls": self.uncounted_calls,
+            "skipped_steps": self.skipped_steps,
             "alignment_history": [dict(entry) for entry in self.alignment_history],
             "directions": [
                 {"groups": list(groups), "state": checkpoint.plain(self._state(unit, groups), root="state")}
@@ -280,7 +338,9 @@ class HybridOptimizer(torch.optim.Optimizer):
                 f"drive {[groups for _, groups in units]}"
             )
         states = {
-            groups: checkpoint.restore(unit.init(self._context(groups)), entry["state"], root=f"groups {list(groups)}")
+            self._key(groups): checkpoint.restore(
+                unit.init(self._context(groups)), entry["state"], root=f"groups {list(groups)}"
+            )
             for (unit, groups), entry in zip(units, hybrid["directions"])
         }
         kept = [group["direction"] for group in self.param_groups]
@@ -290,4 +350,5 @@ class HybridOptimizer(torch.optim.Optimizer):
             group["direction"] = direction
         self._states = states
         self.step_count, self.fe, self.uncounted_calls = hybrid["step_count"], hybrid["fe"], hybrid["uncounted_calls"]
+        self.skipped_steps = hybrid["skipped_steps"]
         self.alignment_history = [dict(entry) for entry in hybrid["alignment_history"]]

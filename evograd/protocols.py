@@ -9,8 +9,8 @@ what the protocol declares. Wrappers declare what they wrap: :class:`~evograd.MP
 
 Evaluators:
 
-* :class:`Evaluator`: ``evaluator(center, seeds, mutation) -> (n,)`` fitness, and the cost counters
-  ``evaluations`` and ``forward_passes`` (docs/design.rst, contract 8).
+* :class:`Evaluator`: ``evaluator(center, seeds, mutation) -> (n,)`` fitness, and its cost ``fe``
+  (forward-pass equivalents, docs/design.rst, contract 8) and ``evaluations`` (members scored).
 * :class:`ModelEvaluator`: an evaluator of a torch model on a batch, which also offers the loss as a
   function of the model's parameters (``objective``), for sources that need the loss itself
   (forward gradients, SPSA).
@@ -68,12 +68,12 @@ class Evaluator(Protocol):
 
     Attributes:
         evaluations: members scored so far.
-        forward_passes: forward-pass equivalents spent so far (samples pushed through the network;
+        fe: forward-pass equivalents spent so far (samples pushed through the network;
             1 per member for a plain function).
     """
 
     evaluations: int
-    forward_passes: int
+    fe: int
 
     def __call__(self, center: Tensor, seeds: Tensor, mutation: Mutation) -> Tensor:
         """(n,) fitness of ``center`` perturbed by each of the (n,) int64 ``seeds``."""

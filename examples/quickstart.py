@@ -50,7 +50,7 @@ def main(generations: int = 1000, seed: int = 0, batch_size: int = 128) -> float
             print(
                 f"generation {generation:5d}  loss {metrics['parent']:.3f}  "
                 f"test accuracy {accuracy(model, data.test_x, data.test_y):.3f}  "
-                f"{evaluate.forward_passes / 1e6:5.1f}M FE  {time.perf_counter() - start:5.1f}s",
+                f"{evaluate.fe / 1e6:5.1f}M FE  {time.perf_counter() - start:5.1f}s",
                 flush=True,
             )
     evograd.flat.assign(model, state.center)

@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.resume:
         resumed = saver.resume(strategy=strategy, like=state)
         if resumed is not None:
-            state, spent = resumed.state, resumed.metadata.get("forward_passes", 0)
+            # "forward_passes" is the key checkpoints written before the counter was renamed "fe" carry
+            state, spent = resumed.state, resumed.metadata.get("fe", resumed.metadata.get("forward_passes", 0))
     log = print if evaluate.rank == 0 else (lambda *a, **k: None)
     records = loggers.Fanout()  # rank 0 streams its progress lines to the --log files; a resumed run appends
     if evaluate.rank == 0 and args.log:
@@ -189,9 +190,9 @@ def main(argv: list[str] | None = None) -> None:
         evaluate.local.set_batch(task.batch(args.seed, state.generation, args.batch_size))
         seeds = strategy.ask(state)
         state, metrics = strategy.tell(state, seeds, evaluate(state.center, seeds, state.mutation))
-        fe = spent + evaluate.forward_passes
+        fe = spent + evaluate.fe
         if saver is not None:
-            saver.step(state.generation, state=state, strategy=strategy, metadata={"forward_passes": fe})
+            saver.step(state.generation, state=state, strategy=strategy, metadata={"fe": fe})
         if state.generation % args.log_every == 0 or state.generation == args.generations:
             flat.assign(task.model, state.center)
             score, seconds = task.score(), time.perf_counter() - start
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
             state.generation,
             state=state,
             strategy=strategy,
-            metadata={"forward_passes": spent + evaluate.forward_passes},
+            metadata={"fe": spent + evaluate.fe},
             final=True,
         )
     records.close()

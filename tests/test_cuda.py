@@ -168,7 +168,7 @@ def test_vmap_evaluator_on_the_gpu_agrees_with_serial_and_with_the_cpu():
     center = flat.flatten(model)
     vmapped = VmapEvaluator(model, F.cross_entropy, batch, chunk_size=16)
     fitness = vmapped(center, seeds, mutation)
-    assert fitness.device.type == "cuda" and vmapped.forward_passes == 40 * len(batch[0])
+    assert fitness.device.type == "cuda" and vmapped.fe == 40 * len(batch[0])
     serial = SerialEvaluator(model, F.cross_entropy, batch)(center, seeds, mutation)
     torch.testing.assert_close(fitness, serial, rtol=1e-10, atol=1e-12)
     model_cpu = tasks.mlp((20, 64, 5), seed=0, dtype=torch.float64)

@@ -90,7 +90,7 @@ def test_cost_counters_and_minibatch_callable():
     evaluate = VmapEvaluator(model, F.cross_entropy, minibatch, chunk_size=4)
     evaluate(flat.flatten(model), noise.member_seeds(0, 0, 9), Mutation())
     assert len(calls) == 1, "one minibatch per call, shared by every chunk"
-    assert evaluate.evaluations == 9 and evaluate.forward_passes == 9 * 16
+    assert evaluate.evaluations == 9 and evaluate.fe == 9 * 16
 
 
 def test_bad_input_is_refused():
@@ -107,3 +107,133 @@ def test_bad_input_is_refused():
         SerialEvaluator(model)
     with pytest.raises(ValueError, match="one fitness per candidate"):
         FunctionEvaluator(lambda x: x.sum())(torch.zeros(2), noise.member_seeds(0, 0, 2), Mutation())
+
+
+class Normed(nn.Module):
+    """An MLP with BatchNorm and (optionally) dropout, for train-mode scoring."""
+
+    def __init__(self, p=0.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Dropout(p), nn.Linear(8, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _normed(p=0.0):
+    model, (x, y) = Normed(p).to(torch.float64), _setup()[1]
+    with torch.no_grad():  # running statistics away from their defaults, so using them would show
+        model.net[1].running_mean.uniform_(-1.0, 1.0, generator=torch.Generator().manual_seed(3))
+        model.net[1].running_var.uniform_(0.5, 2.0, generator=torch.Generator().manual_seed(4))
+    return model, (x, y)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batchnorm_members_use_their_own_statistics_and_leave_running_stats_alone(train):
+    model, batch = _normed()
+    model.train(train)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    center = flat.flatten(model)
+    mutation, seeds = Mutation(sigma=0.2), noise.member_seeds(5, 1, 6)
+    serial = SerialEvaluator(model, F.cross_entropy, batch)(center, seeds, mutation)
+    vmapped = VmapEvaluator(model, F.cross_entropy, batch, chunk_size=4)(center, seeds, mutation)
+    serial_fn = SerialEvaluator(model, fitness=lambda m: float(F.cross_entropy(m(batch[0]), batch[1])))
+    by_fitness = serial_fn(center, seeds, mutation)
+    # independent reference: a fresh copy per member, in the same mode, running its own forward
+    reference = []
+    for row in noise.sample(mutation, seeds, center.numel(), dtype=torch.float64):
+        clone = Normed().to(torch.float64).train(train)
+        clone.load_state_dict(state)
+        flat.assign(clone, center + row)
+        reference.append(F.cross_entropy(clone(batch[0]), batch[1]))
+    reference = torch.stack(reference).detach()
+    for fitness in (serial, vmapped, by_fitness):
+        torch.testing.assert_close(fitness, reference, rtol=1e-10, atol=1e-12)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), f"{key} changed"
+    assert model.training is train
+
+
+def test_dropout_in_train_mode_is_refused_or_switched_off():
+    model, batch = _normed(p=0.5)
+    center, seeds = flat.flatten(model), noise.member_seeds(0, 0, 4)
+    for make in (VmapEvaluator, SerialEvaluator):
+        with pytest.raises(ValueError, match=r"dropout.*model\.eval\(\).*dropout='off'"):
+            make(model, F.cross_entropy, batch)
+    # dropout="off" scores as the model would without dropout (p=0), batch statistics kept
+    plain = _normed(p=0.0)[0]
+    plain.load_state_dict(model.state_dict())
+    expected = VmapEvaluator(plain, F.cross_entropy, batch)(center, seeds, Mutation())
+    for make in (VmapEvaluator, SerialEvaluator):
+        fitness = make(model, F.cross_entropy, batch, dropout="off")(center, seeds, Mutation())
+        torch.testing.assert_close(fitness, expected, rtol=1e-10, atol=1e-12)
+        assert model.net[3].training, "the model keeps training with dropout after the call"
+    # a model switched to dropout after construction is refused at the call
+    model.eval()
+    evaluate = VmapEvaluator(model, F.cross_entropy, batch)
+    model.train()
+    with pytest.raises(ValueError, match="dropout"):
+        evaluate(center, seeds, Mutation())
+    with pytest.raises(ValueError, match=r"dropout=.on. is not allowed"):
+        VmapEvaluator(plain, F.cross_entropy, batch, dropout="on")
+
+
+def test_empty_batch_is_refused():
+    model, (x, y) = _setup()
+    for make in (VmapEvaluator, SerialEvaluator):
+        evaluate = make(model, F.cross_entropy, (x[:0], y[:0]))
+        with pytest.raises(ValueError, match="batch is empty"):
+            evaluate(flat.flatten(model), noise.member_seeds(0, 0, 2), Mutation())
+        assert evaluate.fe == 0 and evaluate.evaluations == 0
+
+
+def test_threads_sharing_a_model_get_the_single_threaded_fitness():
+    import threading
+
+    model, batch = _setup()
+    center = flat.flatten(model)
+    mutation = Mutation(sigma=0.5)
+    makers = [
+        lambda: VmapEvaluator(model, F.cross_entropy, batch, chunk_size=2),
+        lambda: SerialEvaluator(model, F.cross_entropy, batch, chunk_size=3),
+    ]
+    jobs = [(makers[i % 2], noise.member_seeds(i, 0, 8)) for i in range(8)]
+    expected = [make()(center, seeds, mutation) for make, seeds in jobs]
+    shared = VmapEvaluator(model, F.cross_entropy, batch, chunk_size=2)  # one evaluator, several threads
+    expected_shared = [makers[0]()(center, seeds, mutation) for _, seeds in jobs]
+    results, errors = [None] * len(jobs), []
+    start = threading.Barrier(len(jobs))
+
+    def work(i, make, seeds):
+        try:
+            start.wait()
+            for _ in range(5):
+                results[i] = make()(center, seeds, mutation)
+                assert torch.equal(shared(center, seeds, mutation), expected_shared[i])
+        except Exception as err:  # reported by the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i, *job)) for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for got, want in zip(results, expected):
+        assert torch.equal(got, want)
+    assert shared.evaluations == 8 * 5 * 8 and shared.fe == 8 * 5 * 8 * 40
+    assert torch.equal(flat.flatten(model), center)
+
+
+def test_any_other_random_forward_is_refused_by_the_vmap_evaluator_with_what_to_do():
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(6, 3).double()
+
+        def forward(self, x):
+            return self.linear(x) + torch.rand_like(x[:, :3])  # global generator: no seed reproduces it
+
+    model, batch = Noisy(), _setup()[1]
+    with pytest.raises(ValueError, match=r"draws random numbers in its forward pass.*model\.eval\(\)"):
+        VmapEvaluator(model, F.cross_entropy, batch)(flat.flatten(model), noise.member_seeds(0, 0, 2), Mutation())

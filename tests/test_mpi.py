@@ -157,7 +157,7 @@ def test_ranks_reproduce_the_single_process_run_bit_for_bit(ranks, reference, tm
         got = results[name]
         assert torch.equal(got["fitness"], want["fitness"]), name
         assert torch.equal(got["center"], want["center"]), name
-        assert (got["evaluations"], got["forward_passes"]) == (want["evaluations"], want["forward_passes"]), name
+        assert (got["evaluations"], got["fe"]) == (want["evaluations"], want["fe"]), name
 
 
 @pytest.mark.mpi
@@ -307,10 +307,10 @@ def test_observation_statistics_merge_bit_for_bit_on_1_2_and_3_ranks(tmp_path):
             assert torch.equal(got["fitness"], want["fitness"]), (ranks, name)
             assert torch.equal(got["center"], want["center"]), (ranks, name)
             assert all(torch.equal(a, b) for a, b in zip(got["statistics"], want["statistics"])), (ranks, name)
-            assert (got["forward_passes"], got["generation"]) == (want["forward_passes"], want["generation"])
+            assert (got["fe"], got["generation"]) == (want["fe"], want["generation"])
     for want in reference.values():
         count, _, m2, _ = want["statistics"]
-        assert count == want["forward_passes"] and bool((m2 > 0).all()), "every observation acted on was merged"
+        assert count == want["fe"] and bool((m2 > 0).all()), "every observation acted on was merged"
 
 
 class _OneRank:
@@ -331,13 +331,13 @@ class _Recorder:
     """A StatisticsEvaluator whose rows are known: member i's row is (seed, i, -i); it records what it absorbs."""
 
     statistics_width = 3
-    evaluations = forward_passes = 0
+    evaluations = fe = 0
 
     def __init__(self):
         self.absorbed = []
 
     def evaluate(self, center, seeds, mutation):
-        self.forward_passes += 2 * len(seeds)
+        self.fe += 2 * len(seeds)
         rows = torch.stack([seeds.double(), torch.arange(len(seeds)).double(), -torch.arange(len(seeds)).double()], 1)
         return seeds.double() / 10, rows
 
@@ -358,7 +358,7 @@ def test_statistics_travel_with_the_fitness_and_are_absorbed_once_in_member_orde
     evaluate = MPIEvaluator(local, _OneRank())
     seeds = torch.arange(5, dtype=torch.int64) * 7
     fitness = evaluate(torch.zeros(2), seeds, Mutation())
-    assert torch.equal(fitness, seeds.double() / 10) and evaluate.forward_passes == 10
+    assert torch.equal(fitness, seeds.double() / 10) and evaluate.fe == 10
     (rows,) = local.absorbed
     assert torch.equal(rows, local.evaluate(None, seeds, None)[1])
 
@@ -376,7 +376,7 @@ def test_mpi_of_an_episode_evaluator_on_one_rank_equals_the_evaluator(monkeypatc
         model = task.make_model(0)
         evaluate = wrap(tasks.EpisodeEvaluator(model, task.environment, seed=0, obs_norm=True, chunk_size=3))
         fitness = evaluate(flat.flatten(model), seeds, mutation)
-        runs.append((fitness, model[0].mean.clone(), model[0].m2.clone(), evaluate.forward_passes))
+        runs.append((fitness, model[0].mean.clone(), model[0].m2.clone(), evaluate.fe))
     (fitness, mean, m2, steps), (fitness_mpi, mean_mpi, m2_mpi, steps_mpi) = runs
     assert torch.equal(fitness, fitness_mpi) and torch.equal(mean, mean_mpi) and torch.equal(m2, m2_mpi)
     assert steps == steps_mpi == 6 * 200

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from evograd import HybridOptimizer, Mutation, RollingImprovement, VmapEvaluator
+from evograd import FunctionEvaluator, HybridOptimizer, Mutation, RollingImprovement, VmapEvaluator
 from evograd import directions as D
+from evograd.context import Context
 from evograd.tasks import mlp
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def test_per_group_directions_touch_only_their_groups():
 
     for p, before, grad in zip(model[2].parameters(), top_before, top_grad):  # plain SGD at the group's lr
         assert torch.equal(p.detach(), before.add(grad, alpha=-0.05))
-    state = optimizer._states[(0,)]
+    state = optimizer._states[optimizer._key((0,))]
     bottom = model[0].weight.numel() + model[0].bias.numel()
     assert torch.equal(state.mutation.scale[:bottom], torch.ones(bottom, dtype=torch.float64))
     assert not state.mutation.scale[bottom:].any()  # mutations never touch the top layer ...
@@ -253,3 +254,169 @@ def test_digits_improvement_only_and_hybrid_reach_their_targets():
     assert fe == 800 * 65 * 128 and accuracy >= 0.93
     accuracy, fe, _ = example.train("hybrid 50/50", steps=800, seed=0)
     assert fe == 800 * 68 * 128 and accuracy >= 0.97
+
+
+# ----------------------------------------------------------------------------------------------
+# torch.optim parity (issue 16) and non-finite directions (issue 13)
+
+
+def test_add_param_group_then_step_equals_torch_and_a_group_may_bring_its_direction():
+    """A group added mid-run gets the base's defaults and its own options, step for step as torch's Adam."""
+    plain_model, hybrid_model = mlp(seed=3, dtype=torch.float64), mlp(seed=3, dtype=torch.float64)
+    plain = torch.optim.Adam(plain_model[0].parameters(), lr=1e-2)
+    hybrid = HybridOptimizer(hybrid_model[0].parameters(), D.backprop(), base=torch.optim.Adam, lr=1e-2)
+    for step, (x, y) in enumerate(batches(8)):
+        if step == 3:
+            plain.add_param_group({"params": plain_model[2].parameters(), "lr": 5e-3})
+            hybrid.add_param_group({"params": hybrid_model[2].parameters(), "lr": 5e-3})
+        plain.step(closure_for(plain, plain_model, x, y))
+        hybrid.step(closure_for(hybrid, hybrid_model, x, y))
+    assert hybrid.param_groups[1]["lr"] == 5e-3 and hybrid.param_groups[1]["betas"] == (0.9, 0.999)
+    assert all(torch.equal(p, q) for p, q in zip(plain_model.parameters(), hybrid_model.parameters()))
+
+    # a group with a direction of its own: unit-norm backprop, so SGD moves it by exactly lr along -g/|g|
+    model = mlp(seed=4, dtype=torch.float64)
+    optimizer = HybridOptimizer(model[0].parameters(), D.backprop(), lr=0.1)
+    optimizer.add_param_group({"params": model[2].parameters(), "direction": D.chain(D.backprop(), D.normalize())})
+    x, y = batches(1)[0]
+    F.cross_entropy(model(x), y).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer.step(closure_for(optimizer, model, x, y))
+    top_norm = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads[2:]]))
+    for i, (p, b, g) in enumerate(zip(model.parameters(), before, grads)):
+        expected = b - 0.1 * g if i < 2 else b - 0.1 * g / top_norm
+        torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-15)
+
+
+def test_frozen_parameters_are_skipped_as_torch_skips_them():
+    """requires_grad=False in model.parameters(): no direction, no move, no base state, as with torch's SGD."""
+    plain_model, hybrid_model = mlp(seed=5, dtype=torch.float64), mlp(seed=5, dtype=torch.float64)
+    for model in (plain_model, hybrid_model):
+        model[0].weight.requires_grad_(False)
+    frozen = hybrid_model[0].weight.detach().clone()
+    options = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-2}  # weight decay would move a zero-gradient weight
+    plain = torch.optim.SGD(plain_model.parameters(), **options)
+    hybrid = HybridOptimizer(hybrid_model.parameters(), D.backprop(), **options)
+    for x, y in batches(4):
+        plain.step(closure_for(plain, plain_model, x, y))
+        hybrid.step(closure_for(hybrid, hybrid_model, x, y), batch=(x, y))
+    assert all(torch.equal(p, q) for p, q in zip(plain_model.parameters(), hybrid_model.parameters()))
+    assert torch.equal(hybrid_model[0].weight, frozen) and hybrid_model[0].weight not in hybrid.state
+    assert hybrid.fe == 4 * 3 * 16
+
+    # population and probe sources skip it too (the evaluator's vector holds only trainable parameters)
+    model = mlp(seed=6, dtype=torch.float64)
+    model[2].weight.requires_grad_(False)
+    evaluator = VmapEvaluator(model, F.cross_entropy)
+    direction = D.mix(evo=(1.0, D.improvement(strategy(), seed=0)), zo=(1.0, D.spsa(seed=1)))
+    optimizer = HybridOptimizer(model.parameters(), direction, evaluator=evaluator, lr=0.1)
+    kept, moving = model[2].weight.detach().clone(), model[0].weight.detach().clone()
+    for x, y in batches(3):
+        optimizer.step(batch=(x, y))
+    assert torch.equal(model[2].weight, kept) and not torch.equal(model[0].weight, moving)
+
+
+def test_unsupported_bases_are_refused_at_construction_naming_what_works():
+    model = mlp(seed=0)
+    with pytest.raises(ValueError, match=r"base=LBFGS is not supported: it needs the closure many times per step.*SGD"):
+        HybridOptimizer(model.parameters(), D.backprop(), base=torch.optim.LBFGS)
+    with pytest.raises(ValueError, match=r"base=SparseAdam is not supported: it needs sparse gradients.*Adam"):
+        HybridOptimizer(model.parameters(), D.backprop(), base=torch.optim.SparseAdam)
+    for base in (torch.optim.AdamW, torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.NAdam):
+        HybridOptimizer(model.parameters(), D.backprop(), base=base)
+
+
+def _nan_batch():
+    x, y = batches(1)[0]
+    x = x.clone()
+    x[0, 0] = float("nan")  # one NaN input: a NaN loss for the closure and for the evaluator
+    return x, y
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        lambda: D.backprop(),
+        lambda: D.forward_gradient(seed=0),
+        lambda: D.spsa(seed=0),
+        lambda: D.chain(D.backprop(), D.clip_norm(1.0)),
+        lambda: D.mix(bp=(0.5, D.backprop()), evo=(0.5, D.improvement(strategy(), seed=0))),
+    ],
+    ids=["backprop", "forward_gradient", "spsa", "chain-clip", "mix-bp-evolution"],
+)
+def test_a_non_finite_direction_skips_the_step_and_leaves_parameters_and_base_state(source):
+    """A NaN loss: as GradScaler, no base step, parameters and Adam moments untouched, the skip counted."""
+    model = mlp(seed=0, dtype=torch.float64)
+    optimizer = HybridOptimizer(
+        model.parameters(), source(), base=torch.optim.Adam, evaluator=VmapEvaluator(model, F.cross_entropy), lr=1e-2
+    )
+    x, y = batches(1)[0]
+    optimizer.step(closure_for(optimizer, model, x, y), batch=(x, y))  # a finite step fills Adam's moments
+    params = [p.detach().clone() for p in model.parameters()]
+    moments = {k: {n: t.clone() for n, t in v.items()} for k, v in optimizer.state.items()}
+    sources = optimizer.state_dict()["hybrid"]["directions"]
+    nan_x, nan_y = _nan_batch()
+    loss = optimizer.step(closure_for(optimizer, model, nan_x, nan_y), batch=(nan_x, nan_y))
+    assert torch.isnan(loss)
+    assert optimizer.skipped_steps == 1 and optimizer.step_count == 2
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params))
+    assert moments.keys() == optimizer.state.keys()
+    for p, state in optimizer.state.items():
+        assert all(torch.equal(t, moments[p][n]) for n, t in state.items())
+    assert str(optimizer.state_dict()["hybrid"]["directions"]) == str(sources)  # sources' states not advanced
+    optimizer.step(closure_for(optimizer, model, x, y), batch=(x, y))  # and training goes on
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not any(torch.equal(p, q) for p, q in zip(model.parameters(), params))
+    assert int(next(iter(optimizer.state.values()))["step"]) == 2
+
+
+def test_spsa_restores_the_parameters_by_copy_whatever_eps():
+    sphere = FunctionEvaluator(lambda v: (v**2).sum(1))
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0, 3.0]))
+    optimizer = HybridOptimizer([w], D.spsa(seed=0, eps=1e30), evaluator=sphere, lr=0.0)
+    optimizer.step()  # the probes overflow: a NaN direction, skipped; the weights come back exactly
+    assert w.tolist() == [1.0, 2.0, 3.0] and optimizer.skipped_steps == 1
+
+    # a finite direction at lr=0: the weights come back bit for bit, where subtracting εz again would not
+    eps, w = 1e4, torch.nn.Parameter(torch.tensor([1.0, 2.0, 3.0]))
+    optimizer = HybridOptimizer([w], D.spsa(seed=0, eps=eps), evaluator=sphere, lr=0.0)
+    optimizer.step()
+    assert optimizer.skipped_steps == 0 and w.tolist() == [1.0, 2.0, 3.0]
+    z = torch.randn(3, generator=torch.Generator().manual_seed(D.spsa(seed=0).key(Context([w]))))
+    subtracted = torch.tensor([1.0, 2.0, 3.0]).add(z, alpha=eps).add(z, alpha=-2 * eps).add(z, alpha=eps)
+    assert not torch.equal(subtracted, torch.tensor([1.0, 2.0, 3.0]))  # so the check above can fail
+
+
+def test_batchnorm_in_train_mode_running_stats_follow_the_closure_alone():
+    """Populations and probes score members by their batch statistics; only the closure's forward updates the stats."""
+    with torch.random.fork_rng():  # the layers' initial weights only; the run's random numbers come from its seeds
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.BatchNorm1d(64), torch.nn.Linear(64, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10)
+        ).double()
+    reference = torch.nn.BatchNorm1d(64).double()  # the stats a plain torch loop of the closures would keep
+    direction = D.mix(
+        bp=(1.0, D.backprop()),
+        evo=(1.0, D.improvement(strategy(), seed=0)),
+        fg=(1.0, D.forward_gradient(seed=1)),
+        zo=(1.0, D.spsa(seed=2)),
+    )
+    optimizer = HybridOptimizer(model.parameters(), direction, evaluator=VmapEvaluator(model, F.cross_entropy), lr=0.05)
+    calls = 0
+    for x, y in batches(4):
+
+        def closure(x=x, y=y):
+            nonlocal calls
+            calls += 1
+            reference(x)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        loss = optimizer.step(closure, batch=(x, y))
+        assert torch.isfinite(loss)
+    assert calls >= 4 and int(model[0].num_batches_tracked) == calls
+    torch.testing.assert_close(model[0].running_mean, reference.running_mean, rtol=0, atol=0)
+    torch.testing.assert_close(model[0].running_var, reference.running_var, rtol=0, atol=0)

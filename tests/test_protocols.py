@@ -35,11 +35,11 @@ class OneRank:
 class Bare:
     """An evaluator with nothing but the Evaluator protocol: a population of zeros."""
 
-    evaluations = forward_passes = 0
+    evaluations = fe = 0
 
     def __call__(self, center, seeds, mutation):
         self.evaluations += len(seeds)
-        self.forward_passes += len(seeds)
+        self.fe += len(seeds)
         return torch.zeros(len(seeds))
 
 

@@ -68,7 +68,7 @@ def test_the_fast_path_scores_like_gymnasium_through_the_evaluator(name, episode
         center = flat.flatten(model)
         fitness = [evaluate(center, noise.member_seeds(0, g, 8, antithetic=True), mutation) for g in range(2)]
         norm = model[0]
-        results.append((torch.stack(fitness), evaluate.forward_passes, norm.mean.clone(), norm.m2.clone()))
+        results.append((torch.stack(fitness), evaluate.fe, norm.mean.clone(), norm.m2.clone()))
     (fitness, steps, mean, m2), (ref_fitness, ref_steps, ref_mean, ref_m2) = results
     assert torch.equal(fitness, ref_fitness) and steps == ref_steps
     assert torch.equal(mean, ref_mean) and torch.equal(m2, ref_m2)
@@ -103,7 +103,7 @@ def test_any_gymnasium_environment_by_id_is_a_task():
     evaluate = rl.EpisodeEvaluator(model, task.environment, seed=0)
     fitness = evaluate(flat.flatten(model), noise.member_seeds(0, 0, 2), noise.Mutation(sigma=0.1))
     assert fitness.shape == (2,) and bool((fitness <= 500).all())  # Acrobot pays -1 a step, 500 steps at most
-    assert evaluate.forward_passes >= 2 and -500 <= task.metric(model) <= 0
+    assert evaluate.fe >= 2 and -500 <= task.metric(model) <= 0
     lake = tasks.get("gym:FrozenLake-v1")  # discrete observations, one-hot
     assert lake.make_model(0)(torch.zeros(1, 16)).shape == (1, 4) and 0 <= lake.metric(lake.make_model(0)) <= 1
 
@@ -285,7 +285,7 @@ def test_obs_norm_merges_every_observation_acted_on_and_is_deterministic(recorde
         for _ in range(3):
             seeds = strategy.ask(state)
             state, _ = strategy.tell(state, seeds, evaluate(state.center, seeds, state.mutation))
-        runs.append((model[0], state.center, evaluate.forward_passes))
+        runs.append((model[0], state.center, evaluate.fe))
     (norm, center, steps), (again, center_again, _) = runs
     assert all(torch.equal(a, b) for a, b in zip(norm.buffers(), again.buffers())) and torch.equal(center, center_again)
     # the reference: mean and variance of every observation the policies acted on (all but each episode's last)
@@ -304,7 +304,7 @@ def test_a_policy_that_outputs_nan_is_scored_worst_and_not_learned_from():
     fitness = evaluate.score(broken)
     assert fitness[1] == float("inf") and bool(torch.isfinite(fitness[[0, 2]]).all())
     assert float(model[0].count) == 400 and bool(torch.isfinite(model[0].mean).all())  # 2 members × 200 steps
-    assert evaluate.forward_passes == 600, "the broken member's steps were spent all the same"
+    assert evaluate.fe == 600, "the broken member's steps were spent all the same"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -330,11 +330,11 @@ def test_cost_is_every_environment_step_of_every_training_episode(recorded):
     for g in range(3):
         fitness = evaluate(flat.flatten(model), noise.member_seeds(0, g, 12), noise.Mutation(sigma=1.0))
         total += sum(round(-float(f) * 3) for f in fitness)
-    assert evaluate.forward_passes == total == sum(batch["steps"] for batch in recorded)
+    assert evaluate.fe == total == sum(batch["steps"] for batch in recorded)
     assert evaluate.evaluations == 36 and evaluate.generation == 3
     recorded.clear()
     task.metric(model)
-    assert evaluate.forward_passes == total and recorded[0]["seeds"] == list(rl.TEST_SEEDS)
+    assert evaluate.fe == total and recorded[0]["seeds"] == list(rl.TEST_SEEDS)
 
 
 def test_a_compared_run_charges_training_steps_only(recorded):
@@ -376,6 +376,40 @@ def test_a_policy_on_the_gpu_is_scored_and_normalized_like_on_the_host():
     model = task.make_model(0).to("cuda")
     evaluate = rl.EpisodeEvaluator(model, task.environment, seed=0, episodes=2, obs_norm=True)
     fitness = evaluate(flat.flatten(model), noise.member_seeds(0, 0, 8), noise.Mutation(sigma=0.5))
-    assert fitness.device.type == "cuda" and evaluate.forward_passes == round(-float(fitness.sum()) * 2)
-    assert float(model[0].count) == evaluate.forward_passes and model[0].scale.device.type == "cuda"
+    assert fitness.device.type == "cuda" and evaluate.fe == round(-float(fitness.sum()) * 2)
+    assert float(model[0].count) == evaluate.fe and model[0].scale.device.type == "cuda"
     assert task.metric(model) > 0
+
+
+def test_threads_sharing_an_episode_evaluator_each_get_one_whole_generation():
+    import threading
+
+    task = tasks.get("cartpole")
+    model = task.make_model(0)
+    center, seeds = flat.flatten(model), noise.member_seeds(0, 0, 6, antithetic=True)
+    mutation = noise.Mutation(sigma=0.5, antithetic=True)
+    single = rl.EpisodeEvaluator(model, task.environment, seed=4, episodes=2, chunk_size=2)
+    reference = [single(center, seeds, mutation) for _ in range(8)]  # generations 0..7 in turn
+    shared = rl.EpisodeEvaluator(model, task.environment, seed=4, episodes=2, chunk_size=2)
+    results, errors, start = [], [], threading.Barrier(4)
+
+    def work():
+        try:
+            start.wait()
+            for _ in range(2):
+                results.append(shared(center, seeds, mutation))
+        except Exception as err:  # reported by the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    # every call drew its own generation's start states, whole: the results are the reference's, in some order
+    unmatched = list(reference)
+    for got in results:
+        match = next(i for i, want in enumerate(unmatched) if torch.equal(got, want))
+        unmatched.pop(match)
+    assert not unmatched and shared.generation == 8 and shared.fe == single.fe

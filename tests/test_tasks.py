@@ -92,7 +92,7 @@ def test_episodic_fitness_is_a_negated_return_and_seeded():
     center, seeds = flat.flatten(model), noise.member_seeds(0, 0, 4)
     evaluate = tasks.EpisodeEvaluator(model, task.environment, seed=0, episodes=3)
     fitness = evaluate(center, seeds, noise.Mutation(sigma=0.1))
-    assert bool((fitness < 0).all()) and evaluate.forward_passes == round(-float(fitness.sum()) * 3)
+    assert bool((fitness < 0).all()) and evaluate.fe == round(-float(fitness.sum()) * 3)
     again = tasks.EpisodeEvaluator(model, task.environment, seed=0, episodes=3)
     assert torch.equal(again(center, seeds, noise.Mutation(sigma=0.1)), fitness), "episodes are seeded"
     assert task.metric(model) == task.metric(model) > 0

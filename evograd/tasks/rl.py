@@ -7,7 +7,7 @@ actions: the arg-max for discrete action spaces, ``tanh`` scaled to the box for 
 every episode of every member of a chunk in lockstep, one batched forward pass over all members
 per environment step, and scores each member by its negated mean return (lower is better,
 docs/design.rst contract 1). Its cost unit is the environment step (contract 8): every step of
-every training episode is counted in ``forward_passes``.
+every training episode is counted in ``fe``.
 
 Three settings make evolution work on episodes (Salimans et al. 2017; Mania et al. 2018):
 
@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -47,7 +48,7 @@ import torch
 from torch import nn
 
 from evograd import flat, noise, validate
-from evograd.evaluate import ChunkedEvaluator
+from evograd.evaluate import ChunkedEvaluator, model_lock
 from evograd.shaping import finite_or_worst
 from evograd.tasks import classic
 from evograd.tasks.models import mlp
@@ -570,7 +571,7 @@ class EpisodeEvaluator(ChunkedEvaluator):
     Every call draws the next generation's start states (:func:`episode_seeds`), scores the
     population a chunk at a time, every episode of a chunk's members in lockstep (one batched
     forward pass per step, :func:`policy_forward`), and counts every environment step in
-    ``forward_passes`` (docs/design.rst, contract 8). A member whose policy outputs NaN is scored
+    ``fe`` (docs/design.rst, contract 8). A member whose policy outputs NaN is scored
     +inf (contract 6).
 
     With ``obs_norm`` the model's :class:`ObservationNorm` learns from what is evaluated: a call
@@ -607,9 +608,9 @@ class EpisodeEvaluator(ChunkedEvaluator):
         >>> evaluate = EpisodeEvaluator(model, env, seed=0, episodes=2, obs_norm=True)
         >>> seeds = noise.member_seeds(0, 0, 4, antithetic=True)
         >>> fitness = evaluate(flat.flatten(model), seeds, noise.Mutation(sigma=0.1, antithetic=True))
-        >>> fitness.shape, evaluate.forward_passes == -2 * int(fitness.sum())  # CartPole pays 1 per step
+        >>> fitness.shape, evaluate.fe == -2 * int(fitness.sum())  # CartPole pays 1 per step
         (torch.Size([4]), True)
-        >>> int(model[0].count) == evaluate.forward_passes  # every observation acted on, merged
+        >>> int(model[0].count) == evaluate.fe  # every observation acted on, merged
         True
     """
 
@@ -625,9 +626,10 @@ class EpisodeEvaluator(ChunkedEvaluator):
         chunk_size: int | None = None,
         fast: bool = True,
     ) -> None:
-        layout = flat.layout_of(model)
-        trainable = next(p for p in model.parameters() if p.requires_grad)
-        _check_fits(model, env, trainable)
+        with model_lock(model):  # another thread's call may be swapping the model's parameters out
+            layout = flat.layout_of(model)
+            trainable = next(p for p in model.parameters() if p.requires_grad)
+            _check_fits(model, env, trainable)
         if chunk_size is None:
             chunk_size = min(1024, noise.chunk_rows(layout.dim, trainable.dtype, nbytes=64 << 20))
         super().__init__(chunk_size=chunk_size, layout=layout)
@@ -661,29 +663,33 @@ class EpisodeEvaluator(ChunkedEvaluator):
         Returns:
             (n,) fitness, and (n, :attr:`statistics_width`) float64 rows, one per member, in order.
         """
-        starts = episode_seeds(self.seed, self.generation, seeds, self.episodes, self.share)
-        self.generation += 1
-        return self._run(starts, functools.partial(super().__call__, center, seeds, mutation))
+        with model_lock(self.model):  # one call at a time: it advances the generation and reads the statistics
+            starts = episode_seeds(self.seed, self.generation, seeds, self.episodes, self.share)
+            self.generation += 1
+            return self._run(starts, functools.partial(super().__call__, center, seeds, mutation))
 
     def absorb(self, statistics: torch.Tensor) -> None:
         """Merge a whole population's rows (from :meth:`evaluate`, every rank's, in member order)."""
         if self.norm is not None:
-            self.norm.merge(statistics)
+            with model_lock(self.model):
+                self.norm.merge(statistics)
 
     def __call__(self, center: torch.Tensor, seeds: torch.Tensor, mutation: noise.Mutation) -> torch.Tensor:
         """(n,) fitness of ``center`` perturbed by each seed; the statistics are merged before it returns."""
-        fitness, statistics = self.evaluate(center, seeds, mutation)
-        self.absorb(statistics)
-        return fitness
+        with model_lock(self.model):  # scored and merged before another thread's call starts
+            fitness, statistics = self.evaluate(center, seeds, mutation)
+            self.absorb(statistics)
+            return fitness
 
     def score(self, candidates: torch.Tensor) -> torch.Tensor:
         """Fitness of explicit (n, dim) candidates (each its own pair of start states); statistics are merged."""
-        members = torch.arange(len(candidates), dtype=torch.int64)
-        starts = episode_seeds(self.seed, self.generation, members, self.episodes, self.share)
-        self.generation += 1
-        fitness, statistics = self._run(starts, functools.partial(super().score, candidates))
-        self.absorb(statistics)
-        return fitness
+        with model_lock(self.model):
+            members = torch.arange(len(candidates), dtype=torch.int64)
+            starts = episode_seeds(self.seed, self.generation, members, self.episodes, self.share)
+            self.generation += 1
+            fitness, statistics = self._run(starts, functools.partial(super().score, candidates))
+            self.absorb(statistics)
+            return fitness
 
     def _run(self, starts: np.ndarray, chunked: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the base class's chunk loop with this call's start seeds; its fitness and statistics."""
@@ -696,6 +702,9 @@ class EpisodeEvaluator(ChunkedEvaluator):
             self._call = None
         rows = torch.cat(call.statistics) if call.statistics else torch.zeros(len(starts), 0, dtype=torch.float64)
         return fitness, rows
+
+    def _lock(self) -> threading.RLock:
+        return model_lock(self.model)  # the model's: its statistics and, off the fast path, its parameters
 
     def _begin(self) -> _Call:
         return self._call
@@ -711,5 +720,5 @@ class EpisodeEvaluator(ChunkedEvaluator):
 
     def _finish(self, fitness: torch.Tensor, context: _Call) -> torch.Tensor:
         self.evaluations += len(fitness)
-        self.forward_passes += context.steps
+        self.fe += context.steps
         return finite_or_worst(fitness)

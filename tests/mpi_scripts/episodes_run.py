@@ -43,7 +43,7 @@ def run(wrap):
             "fitness": torch.stack(history),
             "center": state.center,
             "statistics": (norm.count.clone(), norm.mean.clone(), norm.m2.clone(), norm.scale.clone()),
-            "forward_passes": evaluate.forward_passes,
+            "fe": evaluate.fe,
             "generation": local.generation,
         }
     return results

@@ -49,7 +49,7 @@ def run(wrap, device="cpu"):
             "center": state.center,
             "fitness": torch.stack(history),
             "evaluations": evaluate.evaluations,
-            "forward_passes": evaluate.forward_passes,
+            "fe": evaluate.fe,
         }
     return results
 
