@@ -31,7 +31,7 @@ from evograd import (
 from evograd.cupy_bridge import CupyEvaluator
 from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
 from evograd.loop import optimize
-from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator
+from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator, ShardedUpdate
 from evograd.noise import Mutation
 from evograd.optim import HybridOptimizer
 from evograd.protocols import (
@@ -42,6 +42,7 @@ from evograd.protocols import (
     StatisticsEvaluator,
     Strategy,
     VectorEvaluator,
+    WeightedSum,
 )
 from evograd.strategies import (
     ESState,
@@ -77,12 +78,14 @@ __all__ = [
     "RollingState",
     "ScaleFreeEvolution",
     "SerialEvaluator",
+    "ShardedUpdate",
     "State",
     "StatisticsEvaluator",
     "Strategy",
     "StrategyState",
     "VectorEvaluator",
     "VmapEvaluator",
+    "WeightedSum",
     "checkpoint",
     "context",
     "cupy_bridge",

@@ -255,12 +255,21 @@ clip=None), 'step': 3}
 
 
 def _config(strategy: Any) -> dict:
-    """A strategy's configuration as plain data; classes and functions by qualified name."""
+    """A strategy's configuration as plain data; classes and functions by qualified name.
+
+    Settings outside a dataclass's equality (``compare=False``, e.g. a strategy's ``update``, where
+    its sum is formed, which gives the same bits either way) are not part of it: a run may resume
+    sharded what it began whole.
+    """
 
     def name(value: Any) -> Any:
         return f"{value.__module__}.{value.__qualname__}" if callable(value) else value
 
-    return plain({key: name(value) for key, value in sorted(vars(strategy).items())}, root="strategy")
+    outside = set()
+    if dataclasses.is_dataclass(strategy):
+        outside = {field.name for field in dataclasses.fields(strategy) if not field.compare}
+    settings = {key: name(value) for key, value in sorted(vars(strategy).items()) if key not in outside}
+    return plain(settings, root="strategy")
 
 
 def _differences(saved: Any, current: Any, root: str) -> list[str]:

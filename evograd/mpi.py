@@ -44,6 +44,18 @@ FE counts the algorithmic cost once, not once per rank (see ``mpi/hybrid.py``)::
         x, y = batch_of(seed, step)                   # the same on every rank
         optimizer.step(closure, batch=(x, y))
 
+A sharded update. Exchanging fitness only leaves every rank repeating the whole update, ``P·D``
+regenerated coordinates per generation. ``strategy.replace(update=ShardedUpdate())`` shares it:
+each rank regenerates only its coordinates of every weighted row (a slice of a row is drawn without
+the rest, :func:`evograd.noise.iter_rows`), sums them, and one ``Allgatherv`` of D floats assembles
+the sum on every rank, so a rank's update work is ``P·D/N``. The coordinates are cut into a fixed
+partition of ``block``-coordinate blocks that does not depend on N, ranks own whole blocks, and each
+coordinate is summed over the same chunks of members in the same order as in one process, so the
+result is the one-process result bit for bit on any number of ranks. Row norms (the ``"slope"``
+weighting of :class:`~evograd.RollingImprovement`, ``"loguniform"`` rows) need whole rows: each
+rank computes those of a share of the members, the same bits as one process, and the ranks
+all-gather them (P floats).
+
 mpi4py is imported only when a communicator is needed; without it (or without an MPI library) the
 error names the ``mpi`` extra.
 
@@ -65,7 +77,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from evograd import noise, tree
+from evograd import noise, tree, validate
 from evograd.evaluate import ChunkedEvaluator
 from evograd.protocols import (
     Batch,
@@ -81,9 +93,11 @@ __all__ = [
     "MPIEvaluator",
     "MPIModelEvaluator",
     "MPIVectorEvaluator",
+    "ShardedUpdate",
     "SyncError",
     "allreduce_mean_",
     "check_sync",
+    "coordinate_shares",
     "split",
     "state_digest",
 ]
@@ -140,6 +154,22 @@ def split(n: int, parts: int, *, block: int = 1) -> list[range]:
     # cut r sits at r*n/parts rounded to the nearest multiple of block (integer arithmetic, no floats)
     cuts = [min(n, block * ((2 * r * n + parts * block) // (2 * parts * block))) for r in range(parts)] + [n]
     return [range(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
+
+
+def coordinate_shares(dim: int, parts: int, *, block: int) -> list[range]:
+    """Each rank's coordinates of a sharded update: whole blocks of a fixed partition of ``range(dim)``.
+
+    The blocks (``[0, block)``, ``[block, 2·block)``, ..., the last one shorter) do not depend on
+    ``parts``; rank ``r`` owns a contiguous run of them, balanced to within one block (ranks beyond
+    the number of blocks own none).
+
+    Examples:
+        >>> coordinate_shares(10, 3, block=2)
+        [range(0, 4), range(4, 6), range(6, 10)]
+        >>> [len(share) for share in coordinate_shares(100_810, 3, block=1024)]
+        [33792, 33792, 33226]
+    """
+    return split(dim, parts, block=block)
 
 
 def _scalar(obj: Any) -> bytes:
@@ -254,6 +284,137 @@ def allreduce_mean_(tensors: Iterable[torch.Tensor | None], comm: Any = None) ->
         for t in group:
             t.detach().copy_(flat[start : start + t.numel()].view(t.shape))
             start += t.numel()
+
+
+def _allgatherv(comm: Any, mine: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """Every rank's ``mine`` (a 1-d CPU tensor, ``counts[r]`` entries on rank ``r``), concatenated in rank order."""
+    MPI = _mpi()
+    send = mine.contiguous().numpy()
+    itemsize = send.dtype.itemsize
+    gathered = np.empty(sum(counts), dtype=send.dtype)
+    offsets = np.cumsum([0] + counts[:-1]).tolist()
+    comm.Allgatherv(
+        send.view(np.uint8),
+        [gathered.view(np.uint8), [c * itemsize for c in counts], [o * itemsize for o in offsets], MPI.BYTE],
+    )
+    return torch.from_numpy(gathered)
+
+
+class ShardedUpdate:
+    """A strategy's update sum shared by MPI ranks: each regenerates only its coordinates of every row.
+
+    An :class:`evograd.protocols.WeightedSum`: ``OpenES(..., update=ShardedUpdate())`` (any seed
+    strategy) has every rank sum its own coordinates (:func:`coordinate_shares`), and an
+    ``Allgatherv`` of D floats hands every rank the whole sum. Equal bit for bit to the one-process
+    sum with the same ``chunk_size``, on any number of ranks (see the module docstring), so the
+    strategy's state stays in lockstep and :meth:`MPIEvaluator.check_sync` still holds. Per
+    generation a rank regenerates ``P·D/N`` coordinates (plus ``P·D/N`` more when the update needs
+    row norms) instead of ``P·D``; the rest of ``tell`` (an optimizer step on D numbers) is still
+    repeated on every rank.
+
+    A collective: every rank's strategy must call it in the same order, as every rank's ``tell``
+    does. With one member chunk per call of ``chunk_size`` rows, a slice of ``D/N`` coordinates is a
+    small piece of work; at large N a larger ``chunk_size`` than the default (which is sized for
+    whole rows) cuts the per-chunk overhead, and changes the bits the same way in one process.
+
+    Args:
+        comm: an mpi4py communicator (default ``MPI.COMM_WORLD``).
+        block: coordinates per block of the fixed partition; a rank owns whole blocks, so N ranks
+            share the work evenly while ``D / block >= N``.
+
+    Attributes:
+        regenerated: coordinates of noise rows this rank has drawn (slices and whole rows).
+
+    Raises:
+        ValueError: ``block`` out of range.
+        ImportError: mpi4py or an MPI library is missing and no ``comm`` was given.
+
+    Examples:
+        >>> from evograd import OpenES, Mutation
+        >>> es = OpenES(size=64, mutation=Mutation(antithetic=True), update=ShardedUpdate())  # doctest: +SKIP
+    """
+
+    def __init__(self, comm: Any = None, *, block: int = 1024) -> None:
+        self.block = validate.integer("block", block, low=1)
+        self.comm = _world(comm)
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.regenerated = 0
+
+    def __repr__(self) -> str:
+        return f"ShardedUpdate(rank={self.rank}, size={self.size}, block={self.block})"
+
+    def __call__(
+        self,
+        mutation: noise.Mutation,
+        seeds: torch.Tensor,
+        weights: torch.Tensor,
+        dim: int,
+        *,
+        norm_power: float = 0.0,
+        chunk_size: int | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        with_norms: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The (dim,) sum on every rank, and the (n,) row norms (None when not asked for nor needed).
+
+        Raises:
+            ValueError: ``weights`` do not match ``seeds``.
+        """
+        weights = torch.as_tensor(weights)
+        if weights.shape != (len(seeds),):
+            raise ValueError(f"weights must have shape ({len(seeds)},), got {tuple(weights.shape)}")
+        device = torch.device("cpu") if device is None else torch.device(device)
+        norms = directions = None
+        if with_norms or norm_power or mutation.kind == "loguniform":
+            norms, directions = self._norms(mutation, seeds, weights, dim, chunk_size, device, dtype)
+        mine = coordinate_shares(dim, self.size, block=self.block)[self.rank]
+        part = torch.zeros(0, dtype=dtype)
+        if len(mine):
+            part, _ = noise.weighted_sum(
+                mutation,
+                seeds,
+                weights,
+                dim,
+                norm_power=norm_power,
+                chunk_size=chunk_size,
+                device=device,
+                dtype=dtype,
+                columns=slice(mine.start, mine.stop),
+                norms=norms,
+                directions=directions,
+            )  # (len(mine),)
+            self.regenerated += int((weights != 0).sum()) * len(mine)
+        counts = [len(share) for share in coordinate_shares(dim, self.size, block=self.block)]
+        total = _allgatherv(self.comm, part.cpu(), counts).to(device)  # (dim,)
+        return total, norms if (with_norms or norm_power) else None
+
+    def _norms(
+        self,
+        mutation: noise.Mutation,
+        seeds: torch.Tensor,
+        weights: torch.Tensor,
+        dim: int,
+        chunk_size: int | None,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The (n,) norms of the weighted rows (and their window norms): a share of them per rank, all-gathered."""
+        active = torch.nonzero(weights != 0).reshape(-1).cpu()  # (k,)
+        shares = split(len(active), self.size)
+        mine = shares[self.rank]
+        norms, directions = noise.row_norms(
+            mutation, seeds[active[mine.start : mine.stop]], dim, chunk_size=chunk_size, device=device, dtype=dtype
+        )  # (len(mine),) each
+        self.regenerated += len(mine) * dim
+        both = torch.cat([norms] if directions is None else [norms, directions]).cpu().double()  # exact for floats
+        width = 1 if directions is None else 2
+        gathered = _allgatherv(self.comm, both, [len(share) * width for share in shares])
+        parts = [gathered[width * s.start : width * s.stop].view(width, len(s)) for s in shares]
+        found = torch.cat(parts, dim=1).to(device=device, dtype=dtype)  # (width, k)
+        full = torch.zeros(width, len(seeds), device=device, dtype=dtype)  # (width, n)
+        full[:, active.to(device)] = found
+        return full[0], (full[1] if directions is not None else None)
 
 
 class MPIEvaluator:

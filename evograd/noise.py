@@ -64,6 +64,7 @@ __all__ = [
     "scale_vector",
     "chunk_rows",
     "weighted_sum",
+    "row_norms",
 ]
 
 KINDS = ("gaussian", "cauchy", "levy", "loguniform")
@@ -467,15 +468,33 @@ class _Plan:
             factors = torch.from_numpy(factors).to(device=device, dtype=dtype)
         return cls(mutation, dim, table, moved[0], keep_table, moved[1] if keep_table is not None else None, factors)
 
-    def rows(self, part: slice, scale: torch.Tensor | None, out: torch.Tensor | None) -> torch.Tensor:
-        """The rows of the members in ``part`` (``scale``: per-coordinate factors on the device, or None)."""
-        mutation, dtype = self.mutation, self.table.dtype
-        rows = _windows(self.table, self.offsets[part], self.dim, out)  # (c, dim)
-        if self.keep_table is not None:
-            rows.mul_(_windows(self.keep_table, self.keep_offsets[part], self.dim) >= mutation.sparsity)
+    def rows(
+        self,
+        part: slice,
+        scale: torch.Tensor | None,
+        out: torch.Tensor | None,
+        columns: slice | None = None,
+        directions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The rows of the members in ``part``, or their coordinates ``columns`` only.
+
+        Args:
+            part: which of the plan's members.
+            scale: per-coordinate factors of the coordinates drawn (``columns`` only), on the device, or None.
+            out: a buffer for the (c, width) rows, or None.
+            columns: a contiguous range of coordinates (default all). Every coordinate of a row is
+                its own window entry times per-row factors, so a slice of a row is drawn without
+                the rest, bit for bit the same as those coordinates of the whole row.
+            directions: (n,) for ``"loguniform"`` only: the norms of the plan's whole masked windows
+                (:meth:`direction_norms`), which a slice cannot compute; None computes them from
+                the rows, so then ``columns`` must cover the whole row.
+        """
+        mutation = self.mutation
+        start, width = (0, self.dim) if columns is None else (columns.start, columns.stop - columns.start)
+        rows = self.masked(part, start, width, out)  # (c, width)
         if mutation.kind == "loguniform":
-            norms = rows.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
-            rows.mul_(self.factors[part, None] / norms)
+            norms = self.direction_norms(rows) if directions is None else directions[part]  # (c,)
+            rows.mul_(self.factors[part, None] / norms[:, None])
         elif self.factors is None:
             rows.mul_(mutation.sigma)
         else:
@@ -486,6 +505,19 @@ class _Plan:
         if scale is not None:
             rows.mul_(scale)
         return rows
+
+    def masked(self, part: slice, start: int, width: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The (c, width) unit-scale windows of the members in ``part`` from coordinate ``start``, masked."""
+        offsets = self.offsets[part] if start == 0 else self.offsets[part] + start
+        rows = _windows(self.table, offsets, width, out)  # (c, width)
+        if self.keep_table is not None:
+            keep = self.keep_offsets[part] if start == 0 else self.keep_offsets[part] + start
+            rows.mul_(_windows(self.keep_table, keep, width) >= self.mutation.sparsity)
+        return rows
+
+    def direction_norms(self, masked: torch.Tensor) -> torch.Tensor:
+        """The (c,) norms a ``"loguniform"`` row divides its whole masked window by (never below the tiniest float)."""
+        return masked.norm(dim=1).clamp_min(torch.finfo(masked.dtype).tiny)
 
 
 def iter_rows(
@@ -498,6 +530,8 @@ def iter_rows(
     dtype: torch.dtype = torch.float32,
     layout: Layout | None = None,
     reuse: bool = False,
+    columns: slice | None = None,
+    directions: torch.Tensor | None = None,
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Perturbation rows in chunks of at most ``chunk_size``: memory never holds n × dim at once.
 
@@ -505,17 +539,82 @@ def iter_rows(
     one is drawn. That saves an allocation per chunk, and with it the page faults of touching fresh
     memory, which for chunks of megabytes cost about as much as filling them (measured here: a
     64 × 100,810 chunk in 2 ms instead of 5 ms).
+
+    With ``columns`` (a contiguous range of coordinates) only those coordinates of each row are
+    drawn, bit for bit the same as in the whole row; a ``"loguniform"`` mutation then needs the
+    ``(n,)`` ``directions`` of :func:`row_norms`, the norms of whole windows a slice cannot see.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} is out of range; allowed [1, inf)")
     seeds, device = _checked(seeds, dim, device)
+    columns = _columns(columns, dim)
+    if columns is not None and mutation.kind == "loguniform" and directions is None:
+        raise ValueError("a slice of loguniform rows needs directions=, the norms of the whole windows (row_norms)")
     scale = _coordinate_scale(mutation, dim, layout, device, dtype)  # resolved and moved once, not per chunk
+    if scale is not None and columns is not None:
+        scale = scale[columns]
+    if directions is not None:
+        directions = directions.to(device=device, dtype=dtype)
+    width = dim if columns is None else columns.stop - columns.start
     plan = _Plan.of(mutation, seeds, dim, device, dtype) if len(seeds) else None
-    buffer = torch.empty(min(chunk_size, len(seeds)), dim, device=device, dtype=dtype) if reuse else None
+    buffer = torch.empty(min(chunk_size, len(seeds)), width, device=device, dtype=dtype) if reuse else None
     for start in range(0, len(seeds), chunk_size):
         part = slice(start, min(start + chunk_size, len(seeds)))
         out = None if buffer is None else buffer[: part.stop - part.start]
-        yield part, plan.rows(part, scale, out)
+        yield part, plan.rows(part, scale, out, columns, directions)
+
+
+def _columns(columns: slice | None, dim: int) -> slice | None:
+    """``columns`` checked against ``dim``: None for the whole row, else a non-empty contiguous slice inside it."""
+    if columns is None:
+        return None
+    if not isinstance(columns, slice) or columns.step not in (1, None):
+        raise ValueError(f"columns={columns!r} must be a contiguous slice of coordinates")
+    start, stop = columns.start, columns.stop
+    if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= dim):
+        raise ValueError(f"columns={columns!r} is out of range; allowed slice(start, stop), 0 <= start < stop <= {dim}")
+    return None if (start, stop) == (0, dim) else columns
+
+
+def row_norms(
+    mutation: Mutation,
+    seeds: torch.Tensor,
+    dim: int,
+    *,
+    chunk_size: int | None = None,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    layout: Layout | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (n,) norms of whole rows, and for ``"loguniform"`` the (n,) norms of their masked windows.
+
+    The norms are what :func:`weighted_sum` computes for the same rows, bit for bit (a row's norm
+    is a reduction over that row alone); the window norms are what a slice of a ``"loguniform"``
+    row is normalized by (``directions`` of :func:`iter_rows`). Ranks that share an update each
+    compute them for a share of the members and exchange them, instead of every rank drawing every
+    whole row.
+
+    Returns:
+        ``(norms, directions)``; ``directions`` is None for the per-coordinate kinds.
+    """
+    seeds, device = _checked(seeds, dim, device)
+    chunk_size = chunk_rows(dim, dtype, device=device) if chunk_size is None else chunk_size
+    norms = torch.zeros(len(seeds), device=device, dtype=dtype)
+    loguniform = mutation.kind == "loguniform"
+    directions = torch.zeros(len(seeds), device=device, dtype=dtype) if loguniform else None
+    if len(seeds) == 0:
+        return norms, directions
+    scale = _coordinate_scale(mutation, dim, layout, device, dtype)
+    plan = _Plan.of(mutation, seeds, dim, device, dtype)
+    buffer = torch.empty(min(chunk_size, len(seeds)), dim, device=device, dtype=dtype)
+    for start in range(0, len(seeds), chunk_size):
+        part = slice(start, min(start + chunk_size, len(seeds)))
+        given = None
+        if loguniform:
+            directions[part] = plan.direction_norms(plan.masked(part, 0, dim, buffer[: part.stop - part.start]))
+            given = directions
+        norms[part] = plan.rows(part, scale, buffer[: part.stop - part.start], None, given).norm(dim=1)
+    return norms, directions
 
 
 def chunk_rows(
@@ -555,6 +654,9 @@ def weighted_sum(
     device=None,
     dtype: torch.dtype = torch.float32,
     layout: Layout | None = None,
+    columns: slice | None = None,
+    norms: torch.Tensor | None = None,
+    directions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``sum_i weights[i] * row_i / ||row_i||**norm_power``, regenerating rows chunk by chunk.
 
@@ -562,28 +664,63 @@ def weighted_sum(
     strategy: the population is never held in memory, only the (dim,) sum and one chunk of rows
     (``chunk_size`` rows; by default :func:`chunk_rows` of ``device``).
 
+    A share of the sum. With ``columns`` only those coordinates of the sum are formed, from those
+    coordinates of the rows: with the same ``chunk_size`` each coordinate is summed over the same
+    chunks of members in the same order, so the slice equals those coordinates of the whole sum
+    bit for bit (ranks that each sum a slice assemble exactly the one-process sum). A slice cannot
+    see whole rows, so it takes their norms from :func:`row_norms`: ``norms`` when
+    ``norm_power`` is not 0, and ``directions`` for a ``"loguniform"`` mutation.
+
+    Args:
+        mutation, seeds, dim, device, dtype, layout: the rows, as for :func:`sample`.
+        weights: (n,) one weight per row.
+        norm_power: divide each row by its norm to this power.
+        chunk_size: rows regenerated at once; default :func:`chunk_rows` of the whole row.
+        columns: a contiguous range of coordinates to sum (default all).
+        norms: (n,) the rows' norms from :func:`row_norms`, used instead of computing them.
+        directions: (n,) the window norms of :func:`row_norms`, for a slice of ``"loguniform"`` rows.
+
     Returns:
-        The (dim,) sum, and the (n,) row norms (0 where the weight was zero).
+        The (dim,) sum (``(stop - start,)`` with ``columns``), and the (n,) row norms (0 where the
+        weight was zero).
+
+    Raises:
+        ValueError: ``weights`` of the wrong shape, or a slice without the norms it needs.
     """
     weights = torch.as_tensor(weights)
     if weights.shape != (len(seeds),):
         raise ValueError(f"weights must have shape ({len(seeds)},), got {tuple(weights.shape)}")
+    columns = _columns(columns, dim)
+    if columns is not None and norm_power and norms is None:
+        raise ValueError(f"norm_power={norm_power} over a slice of columns needs norms=, the whole rows' (row_norms)")
     if chunk_size is None:
         chunk_size = chunk_rows(dim, dtype, device=device)
-    total = torch.zeros(dim, device=device, dtype=dtype)
-    norms = torch.zeros(len(seeds), device=device, dtype=dtype)
+    width = dim if columns is None else columns.stop - columns.start
+    total = torch.zeros(width, device=device, dtype=dtype)
+    found = torch.zeros(len(seeds), device=device, dtype=dtype)
     active = torch.nonzero(weights != 0).reshape(-1).cpu()
     if len(active) == 0:
-        return total, norms
+        return total, found
     weights = weights.to(device=device, dtype=dtype)
+    if norms is not None:
+        norms = norms.to(device=device, dtype=dtype)
     for part, rows in iter_rows(
-        mutation, seeds[active], dim, chunk_size=chunk_size, device=device, dtype=dtype, layout=layout, reuse=True
+        mutation,
+        seeds[active],
+        dim,
+        chunk_size=chunk_size,
+        device=device,
+        dtype=dtype,
+        layout=layout,
+        reuse=True,
+        columns=columns,
+        directions=None if directions is None else directions[active],
     ):
-        index = active[part].to(norms.device)
-        row_norms = rows.norm(dim=1)  # (c,)
-        norms[index] = row_norms
+        index = active[part].to(found.device)
+        row_norms = rows.norm(dim=1) if norms is None else norms[index]  # (c,)
+        found[index] = row_norms
         coef = weights[index]
         if norm_power:
             coef = coef / row_norms.clamp_min(torch.finfo(dtype).tiny).pow(norm_power)
         total.add_(coef @ rows)
-    return total, norms
+    return total, found

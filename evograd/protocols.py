@@ -28,6 +28,10 @@ Strategies:
   direction the hybrid optimizer's :func:`~evograd.directions.improvement` and
   :func:`~evograd.directions.es` sources descend along.
 * :class:`State`: what every strategy state carries.
+* :class:`WeightedSum`: how a seed strategy's ``tell`` forms its update sum ``Σ_i w_i ε_i /
+  ‖ε_i‖^p`` (every strategy's update goes through this one seam); a strategy without one sums in
+  the process (:func:`evograd.noise.weighted_sum`), :class:`~evograd.mpi.ShardedUpdate` shares the
+  coordinates among MPI ranks.
 
 Direction sources meet the optimizer through the base class :class:`evograd.directions.Direction`.
 """
@@ -37,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor, nn
 
 from evograd.noise import Mutation
@@ -49,6 +54,7 @@ __all__ = [
     "State",
     "Strategy",
     "GradientEstimator",
+    "WeightedSum",
 ]
 
 #: ``(inputs, targets, ...)``, a tensor of inputs, or a callable returning either (a fresh minibatch per call).
@@ -199,4 +205,39 @@ class GradientEstimator(Strategy, Protocol):
 
     def gradient_estimate(self, state: State) -> Tensor | None:
         """The (dim,) estimate of the loss gradient at ``state`` (uphill), or ``None`` before there is one."""
+        ...
+
+
+@runtime_checkable
+class WeightedSum(Protocol):
+    """Forms a strategy's update sum ``Σ_i weights[i] ε_i / ‖ε_i‖^norm_power`` from member seeds.
+
+    The seam between a seed strategy's ``tell`` and where its rows are regenerated
+    (:meth:`evograd.strategies.SeedStrategy.weighted_sum`). An implementation returns on every
+    caller the same bits as :func:`evograd.noise.weighted_sum` with the same arguments, or says
+    where it does not; ``tell`` stays a deterministic function of its arguments (a collective one
+    when the implementation communicates: every rank calls it in the same order).
+
+    Attributes:
+        regenerated: coordinates of noise rows this caller has drawn so far (a cost counter: the
+            update's work, ``P·D`` per generation for a whole-row sum).
+    """
+
+    regenerated: int
+
+    def __call__(
+        self,
+        mutation: Mutation,
+        seeds: Tensor,
+        weights: Tensor,
+        dim: int,
+        *,
+        norm_power: float = 0.0,
+        chunk_size: int | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        with_norms: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
+        """The (dim,) sum and the (n,) row norms (0 where the weight is 0), or None for the norms
+        when ``with_norms`` is False and ``norm_power`` is 0 (so an implementation may skip them)."""
         ...

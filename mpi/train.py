@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 import evograd
 from evograd import checkpoint, flat, loggers, noise, tasks
-from evograd.mpi import MPIEvaluator
+from evograd.mpi import MPIEvaluator, ShardedUpdate
 
 BATCH_SALT = 0xBA7C4  # minibatch indices use their own stream of (seed, generation)
 
@@ -117,6 +117,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="stop unless the job has this many MPI ranks (catches a launcher that started one-rank jobs)",
     )
+    parser.add_argument(
+        "--shard-update",
+        action="store_true",
+        help="each rank regenerates only its coordinates of the update (evograd.mpi.ShardedUpdate); same bits",
+    )
     parser.add_argument("--checkpoint-dir", default=None, help="directory for checkpoints (shared by all ranks)")
     parser.add_argument("--checkpoint-every", type=int, default=50)
     parser.add_argument("--keep", type=int, default=3, help="checkpoints kept")
@@ -151,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_flush_denormal(True)  # denormals slow over-fitted minibatches; the same on every rank and run
     task = make_task(args.task, args.hidden, args.seed)
     strategy = make_strategy(args.strategy, args.population, args.sigma, args.lr, args.chunk_size)
+    if args.shard_update:  # opt-in: worth it when the repeated update is a visible share of a generation
+        strategy = strategy.replace(update=ShardedUpdate())
     evaluate = MPIEvaluator(
         evograd.VmapEvaluator(task.model, task.loss, chunk_size=args.chunk_size), sync_every=args.sync_every
     )

@@ -6,7 +6,7 @@ import pytest
 import torch
 from problems import quadratic
 
-from evograd import FunctionEvaluator, Mutation, OpenES, RollingImprovement, ScaleFreeEvolution, checkpoint
+from evograd import FunctionEvaluator, Mutation, OpenES, RollingImprovement, ScaleFreeEvolution, checkpoint, noise
 from evograd.checkpoint import Checkpointer, CheckpointError
 
 DIM = 6
@@ -298,3 +298,23 @@ def test_restore_refuses_every_mismatch_at_once_naming_each():
         checkpoint.restore(new_state(), {"__dataclass__": "NewState", "fields": {"mutation": {"sigma": 0.1}}})
     with pytest.raises(CheckpointError, match=r"state\.seed \(saved a list, now 0\)"):
         checkpoint.restore(new_state(), {"__dataclass__": "NewState", "fields": {"seed": [0]}})
+
+
+class _WholeRows:
+    """A WeightedSum that sums whole rows in the process, as a strategy without ``update`` does."""
+
+    regenerated = 0
+
+    def __call__(self, mutation, seeds, weights, dim, *, with_norms=True, **kw):
+        total, norms = noise.weighted_sum(mutation, seeds, weights, dim, **kw)
+        return total, norms if with_norms else None
+
+
+def test_where_the_update_sum_is_formed_is_not_part_of_the_checkpointed_config(tmp_path):
+    """A run checkpointed with an ``update`` object resumes without one (and ends in the same state)."""
+    strategy, state = start("openes")
+    sharded = strategy.replace(update=_WholeRows())
+    Checkpointer(tmp_path, every=1).step(2, state=advance(sharded, state, 2), strategy=sharded)
+    resumed = Checkpointer(tmp_path, every=1).resume(strategy=strategy, like=state)
+    assert resumed is not None and resumed.generation == 2
+    assert_same_state(resumed.state, advance(strategy, state, 2))

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from evograd import FunctionEvaluator, Mutation, OpenES, checkpoint, flat, noise
-from evograd.mpi import MPIEvaluator, split, state_digest
+from evograd.mpi import MPIEvaluator, ShardedUpdate, coordinate_shares, split, state_digest
 from evograd.tasks import mlp
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -76,6 +76,26 @@ def test_split_covers_every_index_once_balanced_and_aligned(n, parts, block):
         assert max(sizes) - min(sizes) <= 1
     assert all(abs(size - n / parts) <= block for size in sizes)
     assert all(share.start % block == 0 for share in shares if share.start < n)
+
+
+@pytest.mark.parametrize("dim", [1, 63, 64, 1000, 100_810])
+@pytest.mark.parametrize("block", [1, 64, 1024])
+def test_coordinate_shares_are_whole_blocks_of_a_partition_that_does_not_depend_on_the_rank_count(dim, block):
+    """Every rank count cuts only at multiples of ``block`` (the same blocks for 1, 2, 3, 7 and 1,000
+    ranks), covers every coordinate once in order, and gives each rank within one block of D/N."""
+    for parts in (1, 2, 3, 7, 1000):
+        shares = coordinate_shares(dim, parts, block=block)
+        assert len(shares) == parts
+        assert [i for share in shares for i in share] == list(range(dim))
+        assert all(share.start % block == 0 for share in shares if len(share))
+        assert all(share.stop % block == 0 or share.stop == dim for share in shares if len(share))
+        assert all(abs(len(share) - dim / parts) <= block for share in shares)
+
+
+@pytest.mark.parametrize("block", [0, -3, 2.5, True])
+def test_a_sharded_update_refuses_a_bad_block_before_it_needs_mpi(block):
+    with pytest.raises((TypeError, ValueError), match="block"):
+        ShardedUpdate(block=block)
 
 
 @pytest.mark.parametrize(
@@ -184,6 +204,65 @@ def test_the_hybrid_optimizer_over_mpi_equals_one_process_for_every_source(tmp_p
             assert got["fe"] == want["fe"], (ranks, name)
     initial = mlp((20, 50, 1), seed=0).parameters()
     assert not any(torch.equal(p, q) for p, q in zip(reference["improvement"]["parameters"], initial))  # it trained
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_a_sharded_update_equals_the_whole_row_update_bit_for_bit_on_1_2_and_3_ranks(tmp_path):
+    """ShardedUpdate with every strategy and weighting (signed ranks, row norms to the powers 1 and 2,
+    loguniform rows with a sparse mask, clipped Cauchy with coordinate scales, a comma mean, float32
+    and float64) ends at the center of the one-process run with whole rows, bit for bit, after 5
+    generations; each rank regenerates its own coordinates of every weighted row only."""
+    script = SCRIPTS / "sharded_run.py"
+    reference = single_process(script, tmp_path / "reference.pt")
+    assert all(not torch.equal(want["center"], torch.zeros_like(want["center"])) for want in reference.values())
+    single = None  # the one-rank run's work
+    for ranks in (1, 2, 3):
+        code, out = mpirun(ranks, script, tmp_path / f"sharded-{ranks}.pt", timeout=120)
+        assert code == 0, out
+        assert all(f"rank {r} of {ranks} ok" in out for r in range(ranks)), out
+        results = torch.load(tmp_path / f"sharded-{ranks}.pt")
+        widths = results.pop("widths")
+        assert sum(widths) == 1000 and all(abs(width - 1000 / ranks) <= 64 for width in widths)
+        for name, want in reference.items():
+            got = results[name]
+            assert torch.equal(got["fitness"], want["fitness"]), (ranks, name)
+            assert torch.equal(got["center"], want["center"]), (ranks, name)
+        # signed ranks weight every member and need no norms: 5 generations x 18 rows x the rank's width
+        assert results["openes"]["regenerated"] == [5 * 18 * width for width in widths], ranks
+        # the (mu/mu, lambda) mean: 5 generations x 5 elite rows x the rank's width
+        assert results["evolution-comma"]["regenerated"] == [5 * 5 * width for width in widths], ranks
+        # norms cost whole rows of a share of the members: the ranks' work adds up to one rank's, shared evenly
+        work = results["rolling-improvement"]["regenerated"]
+        single = work[0] if single is None else single
+        assert sum(work) == single and all(abs(w - single / ranks) <= 0.1 * single / ranks for w in work), work
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_train_with_a_sharded_update_ends_with_the_state_of_the_unsharded_run():
+    """``mpi/train.py --shard-update`` on 3 ranks: the same final state digest as 1 rank without it."""
+    digests = []
+    for ranks, flags in ((1, ()), (3, ("--shard-update",))):
+        code, out = mpirun(
+            ranks,
+            TRAIN,
+            "--strategy",
+            "rolling",
+            "--population",
+            16,
+            "--chunk-size",
+            4,
+            "--generations",
+            15,
+            "--log-every",
+            100,
+            *flags,
+            timeout=120,
+        )
+        assert code == 0, out
+        digests.append(out.split("state digest ")[-1].split(")")[0])
+    assert digests[0] == digests[1], digests
 
 
 @pytest.mark.mpi

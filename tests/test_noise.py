@@ -217,3 +217,67 @@ def test_stream_seed_validates_its_arguments():
         noise.stream_seed(0, "minibatches", -1)
     with pytest.raises(TypeError, match="index=1.5"):
         noise.stream_seed(0, "minibatches", 1.5)
+
+
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        Mutation(),
+        Mutation(kind="cauchy", clip=3.0, antithetic=True),
+        Mutation(kind="levy", sparsity=0.3),
+        Mutation(kind="loguniform", sigma=1.0, sparsity=0.2, scale=torch.linspace(0.5, 2.0, 3000)),
+        Mutation(kind="gaussian", scale=torch.linspace(0.5, 2.0, 3000), clip=2.0),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("norm_power", [0.0, 1.0, 2.0])
+def test_slices_of_the_weighted_sum_assemble_the_whole_sum_bit_for_bit(mutation, dtype, norm_power):
+    """Slices of columns (with the norms row_norms computes in other chunks) are the whole sum's coordinates."""
+    dim = 3000
+    seeds = noise.member_seeds(3, 1, 40, antithetic=True)
+    weights = torch.randn(40, generator=torch.Generator().manual_seed(0))
+    weights[5] = 0.0
+    total, found = noise.weighted_sum(mutation, seeds, weights, dim, norm_power=norm_power, chunk_size=7, dtype=dtype)
+    norms, directions = noise.row_norms(mutation, seeds, dim, chunk_size=5, dtype=dtype)
+    active = weights != 0
+    assert torch.equal(norms[active], found[active])
+    assert (directions is None) == (mutation.kind != "loguniform")
+    parts = [
+        noise.weighted_sum(
+            mutation,
+            seeds,
+            weights,
+            dim,
+            norm_power=norm_power,
+            chunk_size=7,
+            dtype=dtype,
+            columns=slice(start, min(dim, start + 512)),
+            norms=norms,
+            directions=directions,
+        )[0]
+        for start in range(0, dim, 512)
+    ]
+    assert torch.equal(torch.cat(parts), total)
+    rows = noise.sample(mutation, seeds[10:13], dim, dtype=dtype)  # (3, dim)
+    chunks = noise.iter_rows(
+        mutation,
+        seeds[10:13],
+        dim,
+        chunk_size=2,
+        dtype=dtype,
+        columns=slice(100, 700),
+        directions=directions[10:13] if directions is not None else None,
+    )
+    assert torch.equal(torch.cat([r for _, r in chunks]), rows[:, 100:700])
+
+
+def test_a_slice_refuses_what_it_cannot_compute():
+    seeds = noise.member_seeds(0, 0, 4)
+    with pytest.raises(ValueError, match="norm_power"):
+        noise.weighted_sum(Mutation(), seeds, torch.ones(4), 100, norm_power=1.0, columns=slice(0, 50))
+    with pytest.raises(ValueError, match="directions"):
+        next(noise.iter_rows(Mutation(kind="loguniform"), seeds, 100, chunk_size=2, columns=slice(0, 50)))
+    with pytest.raises(ValueError, match="columns"):
+        noise.weighted_sum(Mutation(), seeds, torch.ones(4), 100, columns=slice(50, 120))
+    with pytest.raises(ValueError, match="columns"):
+        noise.weighted_sum(Mutation(), seeds, torch.ones(4), 100, columns=slice(0, 50, 2))

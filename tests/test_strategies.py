@@ -257,6 +257,7 @@ BAD_SETTINGS = [
     *[(cls, {"mutation": Mutation(scale={"0": 2.0})}, ValueError, "mutation.scale") for cls in CLASSES],
     *[(cls, {"chunk_size": 0}, ValueError, "chunk_size") for cls in CLASSES],
     *[(cls, {"chunk_size": 1.5}, TypeError, "chunk_size") for cls in CLASSES],
+    *[(cls, {"update": "sharded"}, TypeError, "update") for cls in CLASSES],
     # ScaleFreeEvolution
     (ScaleFreeEvolution, {"selection": "best"}, ValueError, "selection"),
     (ScaleFreeEvolution, {"size": 4, "mu": 5, "selection": "comma"}, ValueError, "mu"),

@@ -42,6 +42,7 @@ import torch
 
 from evograd import noise, shaping, validate
 from evograd.noise import Mutation
+from evograd.protocols import WeightedSum
 
 __all__ = ["COMMON_METRICS", "PARENT_METRIC", "StrategyState", "SeedStrategy", "store_setting"]
 
@@ -94,6 +95,9 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
         mutation: the mutation of the first generation.
         chunk_size: rows regenerated at once in ``tell``; by default
             :func:`evograd.noise.chunk_rows` of the center's device.
+        update: who forms the update's weighted sum of rows (:class:`evograd.protocols.WeightedSum`):
+            None sums whole rows in this process; :class:`evograd.mpi.ShardedUpdate` has each MPI
+            rank sum its own coordinates. Not part of equality.
 
     Raises:
         TypeError: a setting of the wrong type, naming it.
@@ -103,6 +107,7 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
     size: int
     mutation: Mutation
     chunk_size: int | None = None
+    update: WeightedSum | None = dataclasses.field(default=None, compare=False)
 
     #: Whether ``ask`` puts :data:`evograd.noise.PARENT_SEED` first, so the parent is re-scored on
     #: the same data as its mutations.
@@ -125,6 +130,8 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
             )
         if self.chunk_size is not None:
             store_setting(self, "chunk_size", validate.integer("chunk_size", self.chunk_size, low=1))
+        if self.update is not None and not isinstance(self.update, WeightedSum):
+            raise TypeError(f"update={self.update!r} must be an evograd.WeightedSum or None")
 
     def replace(self, **changes: Any) -> SeedStrategy[StateT]:
         """A copy with some settings changed, validated again.
@@ -269,17 +276,27 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
         return noise.sample(state.mutation, seeds, center.numel(), device=center.device, dtype=center.dtype)
 
     def weighted_sum(
-        self, state: StateT, seeds: torch.Tensor, weights: torch.Tensor, norm_power: float = 0.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``Σ_i weights[i] ε_i / ‖ε_i‖^norm_power`` (dim,) and the (n,) norms ``‖ε_i‖``, chunk by chunk."""
+        self,
+        state: StateT,
+        seeds: torch.Tensor,
+        weights: torch.Tensor,
+        norm_power: float = 0.0,
+        *,
+        with_norms: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``Σ_i weights[i] ε_i / ‖ε_i‖^norm_power`` (dim,) and the (n,) norms ``‖ε_i‖``, chunk by chunk.
+
+        Formed by :attr:`update` when one is set, else in this process. An update that does not
+        use the norms passes ``with_norms=False`` (then the norms are None), which spares a sharded
+        update a pass over whole rows.
+        """
         center = state.center
-        return noise.weighted_sum(
-            state.mutation,
-            seeds,
-            weights,
-            center.numel(),
-            norm_power=norm_power,
-            chunk_size=self.chunk_size,
-            device=center.device,
-            dtype=center.dtype,
+        arguments = {"norm_power": norm_power, "chunk_size": self.chunk_size, "device": center.device}
+        if self.update is not None:
+            return self.update(
+                state.mutation, seeds, weights, center.numel(), dtype=center.dtype, with_norms=with_norms, **arguments
+            )
+        total, norms = noise.weighted_sum(
+            state.mutation, seeds, weights, center.numel(), dtype=center.dtype, **arguments
         )
+        return total, norms if with_norms else None

@@ -130,7 +130,9 @@ class ScaleFreeEvolution(SeedStrategy[EvolutionState]):
                 new_fitness = float(children[best])
         else:  # (μ/μ,λ): x ← x + (1/μ) Σ_{i ≤ μ} ε_(i)
             elite = order[: self.mu]  # (μ,)
-            step, _ = self.weighted_sum(state, child_seeds[elite], torch.full((self.mu,), 1.0 / self.mu))  # (dim,)
+            step, _ = self.weighted_sum(
+                state, child_seeds[elite], torch.full((self.mu,), 1.0 / self.mu), with_norms=False
+            )  # (dim,)
             center = center + step
             new_fitness = float(children[elite].mean())
 

@@ -110,7 +110,7 @@ class OpenES(SeedStrategy[ESState]):
         ranks = shaping.centered_ranks(fitness)  # (n,)
 
         # --- estimate: g = Σ_i r_i ε_i / (n σ²), uphill in loss
-        total, _ = self.weighted_sum(state, seeds, ranks.to(state.center.dtype))  # (dim,) Σ r_i ε_i
+        total, _ = self.weighted_sum(state, seeds, ranks.to(state.center.dtype), with_norms=False)  # (dim,) Σ r_i ε_i
         gradient = total / (len(seeds) * state.mutation.sigma**2)  # (dim,)
 
         # --- step: x ← optimizer(x, g), on a private copy of the center and optimizer state
