@@ -16,6 +16,7 @@ from evograd import (
     harness,
     loggers,
     loop,
+    lowrank,
     mpi,
     noise,
     progress,
@@ -29,7 +30,7 @@ from evograd import (
     validate,
 )
 from evograd.cupy_bridge import CupyEvaluator
-from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, SerialEvaluator, VmapEvaluator
+from evograd.evaluate import ChunkedEvaluator, FunctionEvaluator, LowRankEvaluator, SerialEvaluator, VmapEvaluator
 from evograd.loop import optimize
 from evograd.mpi import MPIEvaluator, MPIModelEvaluator, MPIVectorEvaluator, ShardedUpdate
 from evograd.noise import Mutation
@@ -67,6 +68,7 @@ __all__ = [
     "FunctionEvaluator",
     "GradientEstimator",
     "HybridOptimizer",
+    "LowRankEvaluator",
     "MPIEvaluator",
     "MPIModelEvaluator",
     "MPIVectorEvaluator",
@@ -97,6 +99,7 @@ __all__ = [
     "harness",
     "loggers",
     "loop",
+    "lowrank",
     "mpi",
     "noise",
     "optimize",

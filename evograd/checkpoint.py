@@ -193,7 +193,7 @@ def restore(like: Any, saved: Any, *, root: str = "state") -> Any:
         >>> like = {"evo": Mutation(), "step": 0}
         >>> restore(like, plain({"evo": Mutation(sigma=0.5), "step": 3}))
         {'evo': Mutation(kind='gaussian', sigma=0.5, alpha=1.5, log_range=5.0, antithetic=False, sparsity=0.0, \
-clip=None), 'step': 3}
+clip=None, rank=None), 'step': 3}
         >>> restore(like, plain({"es": Mutation(), "step": 3}))
         Traceback (most recent call last):
         ...

@@ -15,6 +15,11 @@ sequence), a row costs a memory copy instead of a random number generator, and t
 scales, sparse masks, clipping and radial magnitudes are applied on top. The table is the same on
 every rank and every run: it is a fixed codebook, not a source of run-to-run randomness.
 
+Low-rank mutations (``Mutation(rank=r)``): a member's window holds the factors of its row instead
+(A and B of each weight matrix, the coordinates of every other parameter), r·(out + in) numbers per
+matrix; :func:`sample` expands them into rows, :func:`iter_members` hands them out unexpanded and
+:func:`weighted_sum` sums them as one GEMM per matrix. The math is in :mod:`evograd.lowrank`.
+
 Seed conventions (what :func:`member_seeds` hands out):
 
 * ``0 <= s < 2**62``: an ordinary member.
@@ -42,15 +47,12 @@ import functools
 import hashlib
 import math
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from evograd import validate
-
-if TYPE_CHECKING:  # pragma: no cover
-    from evograd.flat import Layout
+from evograd import lowrank, validate
+from evograd.flat import Layout, layout_of
 
 __all__ = [
     "KINDS",
@@ -61,10 +63,10 @@ __all__ = [
     "draw",
     "sample",
     "iter_rows",
+    "iter_members",
     "scale_vector",
     "chunk_rows",
     "weighted_sum",
-    "row_norms",
 ]
 
 KINDS = ("gaussian", "cauchy", "levy", "loguniform")
@@ -100,9 +102,26 @@ class Mutation:
             module prefix such as ``"0"`` for ``"0.weight"`` and ``"0.bias"``) to a factor, so bottom
             layers can be searched harder than top ones. A mapping needs the model's layout: see
             :meth:`resolve`. Not part of equality.
+        rank: None (full rank, every coordinate drawn independently) or r >= 1: every 2-d parameter
+            W (out × in) is perturbed by ``sigma/sqrt(r) · A Bᵀ``, A (out × r) and B (in × r) drawn
+            from the member's seed, every other parameter coordinate by coordinate as without a
+            rank (:mod:`evograd.lowrank`, EGGROLL). Entries keep the per-coordinate scale
+            ``sigma``; drawing, evaluating (with :class:`evograd.LowRankEvaluator`) and the
+            strategies' updates cost r·(out + in) per member and matrix instead of out·in, which
+            pays when members see few samples each (RL steps, one sequence each). Which
+            coordinates form matrices comes from the model: :meth:`resolve` the mutation first.
+            Allowed with ``"gaussian"`` (A and B Gaussian: the reference, as in EGGROLL) and
+            ``"loguniform"`` (the scale-free magnitude applies to the whole row, whose direction is
+            the normalized low-rank Gaussian row, no longer uniform on the sphere); not with
+            ``"cauchy"``/``"levy"`` (products of heavy-tailed factors put the outliers on whole rows
+            and columns, and ``sigma`` would lose its meaning), ``sparsity`` or ``clip`` (a masked
+            or clamped A Bᵀ is not low-rank); ``scale`` must be constant over each matrix.
+        layout: the model's parameter layout, set by :meth:`resolve` when ``rank`` is set.
 
     Raises:
-        ValueError: a field out of its allowed range, naming the field.
+        TypeError: ``rank`` not an integer, or ``layout`` not an :class:`evograd.flat.Layout`.
+        ValueError: a field out of its allowed range, naming the field (``rank`` larger than a
+            matrix's smaller side names the parameter).
 
     Examples:
         >>> Mutation(kind="levy", alpha=1.5, sigma=0.01).kind
@@ -111,6 +130,13 @@ class Mutation:
         Traceback (most recent call last):
         ...
         ValueError: sigma=-1.0 is out of range; allowed (0, inf)
+        >>> low = Mutation(sigma=0.01, rank=4, antithetic=True).resolve(torch.nn.Linear(16, 8))
+        >>> sample(low, member_seeds(0, 0, 2), 16 * 8 + 8).shape
+        torch.Size([2, 136])
+        >>> Mutation(rank=16).resolve(torch.nn.Linear(16, 8))
+        Traceback (most recent call last):
+        ...
+        ValueError: rank=16 is larger than the smaller side of parameter 'weight' (8 x 16); allowed rank <= 8
     """
 
     kind: str = "gaussian"
@@ -121,6 +147,8 @@ class Mutation:
     sparsity: float = 0.0
     clip: float | None = None
     scale: Scale = dataclasses.field(default=None, compare=False, repr=False)
+    rank: int | None = None
+    layout: Layout | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -139,19 +167,58 @@ class Mutation:
             )
         if isinstance(self.scale, torch.Tensor) and (self.scale.dim() != 1 or not torch.isfinite(self.scale).all()):
             raise ValueError("scale must be a 1-d tensor of finite factors")
+        if self.rank is not None:
+            object.__setattr__(self, "rank", validate.integer("rank", self.rank, low=1))
+            self._check_rank_options()
+        if self.layout is not None:
+            if not isinstance(self.layout, Layout):
+                raise TypeError(f"layout must be an evograd.flat.Layout or None, got {type(self.layout).__name__}")
+            # shapes as plain tuples of ints: a state holding the mutation stays plain data (checkpoints)
+            shapes = tuple(tuple(int(d) for d in shape) for shape in self.layout.shapes)
+            object.__setattr__(self, "layout", Layout(tuple(self.layout.names), shapes))
+            if self.rank is not None:
+                factors = lowrank.factor_layout(self.layout, self.rank)  # checks the rank against every matrix
+                if isinstance(self.scale, torch.Tensor):
+                    if self.scale.numel() != self.layout.dim:
+                        raise ValueError(f"mutation.scale has {self.scale.numel()} entries but dim={self.layout.dim}")
+                    factors.check_scale(self.scale)
+
+    def _check_rank_options(self) -> None:
+        """Refuse the kinds and options a rank cannot honour (see the class docstring for why)."""
+        if self.kind not in lowrank.KINDS:
+            raise ValueError(
+                f"kind={self.kind!r} is not allowed with rank={self.rank}; allowed kinds with a rank: {lowrank.KINDS}"
+            )
+        if self.sparsity:
+            raise ValueError(
+                f"sparsity={self.sparsity!r} is not allowed with rank={self.rank}; allowed 0.0 "
+                "(a masked A Bᵀ is not low-rank)"
+            )
+        if self.clip is not None:
+            raise ValueError(
+                f"clip={self.clip!r} is not allowed with rank={self.rank}; allowed None "
+                "(a clamped A Bᵀ is not low-rank)"
+            )
 
     def replace(self, **changes) -> Mutation:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
     def resolve(self, model_or_layout) -> Mutation:
-        """A copy whose ``scale`` mapping is turned into a per-coordinate tensor for this model."""
-        if not isinstance(self.scale, Mapping):
-            return self
-        from evograd.flat import Layout, layout_of
+        """A copy for this model: a ``scale`` mapping turned into a per-coordinate tensor, and with a
+        ``rank``, the model's layout kept (which parameters are matrices); otherwise ``self``.
 
+        Raises:
+            ValueError: a ``scale`` name matches no parameter, or ``rank`` is larger than a matrix's
+                smaller side (naming the parameter).
+        """
+        if not isinstance(self.scale, Mapping) and self.rank is None:
+            return self
         layout = model_or_layout if isinstance(model_or_layout, Layout) else layout_of(model_or_layout)
-        return self.replace(scale=scale_vector(self.scale, layout))
+        changes: dict = {"layout": layout} if self.rank is not None else {}
+        if isinstance(self.scale, Mapping):
+            changes["scale"] = scale_vector(self.scale, layout)
+        return self.replace(**changes)
 
 
 def scale_vector(scale: Mapping[str, float], layout: Layout) -> torch.Tensor:
@@ -365,6 +432,25 @@ def _coordinate_scale(mutation: Mutation, dim: int, layout: Layout | None, devic
     return scale.to(device=device, dtype=dtype)
 
 
+def _model_layout(mutation: Mutation, layout: Layout | None) -> Layout | None:
+    """The layout a call works with: the one the mutation was resolved with, else the caller's."""
+    return mutation.layout if mutation.layout is not None else layout
+
+
+def _factor_layout(mutation: Mutation, dim: int, layout: Layout | None) -> lowrank.FactorLayout | None:
+    """Where a low-rank mutation's factors sit in a member's draws (None without a rank)."""
+    if mutation.rank is None:
+        return None
+    if layout is None:
+        raise ValueError(
+            f"mutation.rank={mutation.rank} needs the model's layout (which parameters are matrices): resolve it "
+            "first with mutation.resolve(model) or pass layout="
+        )
+    if layout.dim != dim:
+        raise ValueError(f"mutation.layout has {layout.dim} parameters but dim={dim}")
+    return lowrank.factor_layout(layout, mutation.rank)
+
+
 def _checked(seeds: torch.Tensor, dim: int, device: torch.device | str | None) -> tuple[torch.Tensor, torch.device]:
     """The seeds as a CPU int64 vector and the device with its index (``"cuda"`` is ``cuda:0`` on tensors)."""
     if dim < 1:
@@ -373,6 +459,33 @@ def _checked(seeds: torch.Tensor, dim: int, device: torch.device | str | None) -
     if device.type != "cpu" and device.index is None:
         device = torch.empty(0, device=device).device  # the current device of that type
     return torch.as_tensor(seeds, dtype=torch.int64).reshape(-1).cpu(), device
+
+
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    """What one call of the samplers resolved once for all its chunks: seeds, device, scale and plan."""
+
+    seeds: torch.Tensor  # (n,) int64 on the CPU
+    device: torch.device
+    scale: torch.Tensor | None  # (dim,) per-coordinate factors on the device
+    plan: _Plan | None  # None for no seeds
+
+    @classmethod
+    def of(cls, mutation: Mutation, seeds, dim: int, device, dtype: torch.dtype, layout: Layout | None) -> _Call:
+        seeds, device = _checked(seeds, dim, device)
+        layout = _model_layout(mutation, layout)
+        scale = _coordinate_scale(mutation, dim, layout, device, dtype)  # resolved and moved once, not per chunk
+        factors = _factor_layout(mutation, dim, layout)
+        if factors is not None and scale is not None and mutation.layout is None:
+            factors.check_scale(scale)  # a resolved mutation checked its scale when it was built
+        plan = _Plan.of(mutation, seeds, dim, device, dtype, factors) if len(seeds) else None
+        return cls(seeds, device, scale, plan)
+
+    def parts(self, chunk_size: int) -> Iterator[slice]:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size={chunk_size} is out of range; allowed [1, inf)")
+        n = len(self.seeds)
+        return (slice(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size))
 
 
 def sample(
@@ -393,14 +506,16 @@ def sample(
         dim: number of coordinates of a row.
         device: where the rows live (default: CPU).
         dtype: floating dtype of the rows.
-        layout: the model's parameter layout, needed only when ``mutation.scale`` names parameters.
+        layout: the model's parameter layout, needed only when ``mutation.scale`` names parameters
+            or ``mutation.rank`` is set, and the mutation was not resolved.
         out: a contiguous (n, dim) tensor of that device and dtype to write the rows into, instead
             of a new one.
 
     Returns:
         (n, dim) tensor (``out`` if given); row i depends only on ``seeds[i]``, bit-identical on
         every device for the per-coordinate kinds (a ``"loguniform"`` row's norm is computed by the
-        device, so its rows agree to rounding).
+        device, so its rows agree to rounding; so do low-rank rows, products of A and B). A
+        low-rank mutation's rows are materialized from its factors (:mod:`evograd.lowrank`).
 
     Examples:
         >>> m = Mutation(kind="cauchy", sigma=0.1)
@@ -409,17 +524,19 @@ def sample(
         >>> rows.shape, bool((rows[:2] + rows[2:] == 0).all())
         (torch.Size([4, 10]), True)
     """
-    seeds, device = _checked(seeds, dim, device)
+    call = _Call.of(mutation, seeds, dim, device, dtype, layout)
+    n = len(call.seeds)
     if out is not None and (
-        out.shape != (len(seeds), dim) or out.dtype != dtype or out.device != device or not out.is_contiguous()
+        out.shape != (n, dim) or out.dtype != dtype or out.device != call.device or not out.is_contiguous()
     ):
         raise ValueError(
-            f"out must be a contiguous ({len(seeds)}, {dim}) {dtype} tensor on {device}, got "
+            f"out must be a contiguous ({n}, {dim}) {dtype} tensor on {call.device}, got "
             f"{'contiguous' if out.is_contiguous() else 'strided'} {tuple(out.shape)} {out.dtype} "
             f"on {out.device}"
         )
-    plan = _Plan.of(mutation, seeds, dim, device, dtype)
-    return plan.rows(slice(0, len(seeds)), _coordinate_scale(mutation, dim, layout, device, dtype), out)
+    if call.plan is None:
+        return torch.empty(0, dim, device=call.device, dtype=dtype) if out is None else out
+    return call.plan.rows(slice(0, n), call.scale, out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -438,9 +555,18 @@ class _Plan:
     keep_table: torch.Tensor | None  # the uniform table sparse masks are read from
     keep_offsets: torch.Tensor | None  # (n,)
     factors: torch.Tensor | None  # (n,) sign × sigma, or the signed radius of a loguniform row; None: all sigma
+    low_rank: lowrank.FactorLayout | None  # where a low-rank member's factors sit in its draws; None: full rank
 
     @classmethod
-    def of(cls, mutation: Mutation, seeds: torch.Tensor, dim: int, device: torch.device, dtype: torch.dtype) -> _Plan:
+    def of(
+        cls,
+        mutation: Mutation,
+        seeds: torch.Tensor,
+        dim: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        low_rank: lowrank.FactorLayout | None = None,
+    ) -> _Plan:
         signed = seeds.numpy()
         parent = signed == PARENT_SEED
         mirrored = (signed < 0) & ~parent
@@ -451,8 +577,9 @@ class _Plan:
         # scales, so the rows are bit for bit those of applying it last.
         sign = np.where(mirrored, -1.0, 1.0)
         sign[parent] = 0.0
-        table = _table(mutation.kind, mutation.alpha, dim, device, dtype)
-        host = [_offsets(base, 1, table, dim)]
+        width = dim if low_rank is None else low_rank.length  # a row, or a low-rank member's draws
+        table = _table(mutation.kind, mutation.alpha, width, device, dtype)
+        host = [_offsets(base, 1, table, width)]
         keep_table = None
         if mutation.sparsity > 0:
             keep_table = _table("uniform", 0.0, dim, device, dtype)
@@ -466,7 +593,8 @@ class _Plan:
             factors = sign * mutation.sigma
         if factors is not None:
             factors = torch.from_numpy(factors).to(device=device, dtype=dtype)
-        return cls(mutation, dim, table, moved[0], keep_table, moved[1] if keep_table is not None else None, factors)
+        keep_offsets = moved[1] if keep_table is not None else None
+        return cls(mutation, dim, table, moved[0], keep_table, keep_offsets, factors, low_rank)
 
     def rows(
         self,
@@ -489,6 +617,8 @@ class _Plan:
                 (:meth:`direction_norms`), which a slice cannot compute; None computes them from
                 the rows, so then ``columns`` must cover the whole row.
         """
+        if self.low_rank is not None:  # whole rows only: _columns refuses a slice of low-rank rows
+            return self.members(part, scale).rows(out)
         mutation = self.mutation
         start, width = (0, self.dim) if columns is None else (columns.start, columns.stop - columns.start)
         rows = self.masked(part, start, width, out)  # (c, width)
@@ -519,6 +649,17 @@ class _Plan:
         """The (c,) norms a ``"loguniform"`` row divides its whole masked window by (never below the tiniest float)."""
         return masked.norm(dim=1).clamp_min(torch.finfo(masked.dtype).tiny)
 
+    def members(self, part: slice, scale: torch.Tensor | None) -> lowrank.Members:
+        """The low-rank members in ``part`` as their draws and per-member factors."""
+        draws = _windows(self.table, self.offsets[part], self.low_rank.length)  # (c, length)
+        if self.factors is None:
+            coef = torch.full((len(draws),), self.mutation.sigma, dtype=draws.dtype, device=draws.device)  # (c,)
+        else:
+            coef = self.factors[part]  # (c,)
+        if self.mutation.kind == "loguniform":  # the radius over the norm of the low-rank direction
+            coef = coef / lowrank.direction_norms(self.low_rank, draws).clamp_min(torch.finfo(draws.dtype).tiny)
+        return lowrank.Members(self.low_rank, draws, coef, scale)
+
 
 def iter_rows(
     mutation: Mutation,
@@ -544,27 +685,21 @@ def iter_rows(
     drawn, bit for bit the same as in the whole row; a ``"loguniform"`` mutation then needs the
     ``(n,)`` ``directions`` of :func:`row_norms`, the norms of whole windows a slice cannot see.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size} is out of range; allowed [1, inf)")
-    seeds, device = _checked(seeds, dim, device)
-    columns = _columns(columns, dim)
+    call = _Call.of(mutation, seeds, dim, device, dtype, layout)
+    columns = _columns(columns, dim, mutation)
     if columns is not None and mutation.kind == "loguniform" and directions is None:
         raise ValueError("a slice of loguniform rows needs directions=, the norms of the whole windows (row_norms)")
-    scale = _coordinate_scale(mutation, dim, layout, device, dtype)  # resolved and moved once, not per chunk
-    if scale is not None and columns is not None:
-        scale = scale[columns]
+    scale = call.scale if call.scale is None or columns is None else call.scale[columns]
     if directions is not None:
-        directions = directions.to(device=device, dtype=dtype)
+        directions = directions.to(device=call.device, dtype=dtype)
     width = dim if columns is None else columns.stop - columns.start
-    plan = _Plan.of(mutation, seeds, dim, device, dtype) if len(seeds) else None
-    buffer = torch.empty(min(chunk_size, len(seeds)), width, device=device, dtype=dtype) if reuse else None
-    for start in range(0, len(seeds), chunk_size):
-        part = slice(start, min(start + chunk_size, len(seeds)))
+    buffer = torch.empty(min(chunk_size, len(call.seeds)), width, device=call.device, dtype=dtype) if reuse else None
+    for part in call.parts(chunk_size):
         out = None if buffer is None else buffer[: part.stop - part.start]
-        yield part, plan.rows(part, scale, out, columns, directions)
+        yield part, call.plan.rows(part, scale, out, columns, directions)
 
 
-def _columns(columns: slice | None, dim: int) -> slice | None:
+def _columns(columns: slice | None, dim: int, mutation: Mutation) -> slice | None:
     """``columns`` checked against ``dim``: None for the whole row, else a non-empty contiguous slice inside it."""
     if columns is None:
         return None
@@ -573,7 +708,14 @@ def _columns(columns: slice | None, dim: int) -> slice | None:
     start, stop = columns.start, columns.stop
     if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= dim):
         raise ValueError(f"columns={columns!r} is out of range; allowed slice(start, stop), 0 <= start < stop <= {dim}")
-    return None if (start, stop) == (0, dim) else columns
+    if (start, stop) == (0, dim):
+        return None
+    if mutation.rank is not None:
+        raise ValueError(
+            f"columns={columns!r} with mutation.rank={mutation.rank}: a slice of coordinates needs full-rank rows "
+            "(a low-rank update is one GEMM of the factors already; do not shard it)"
+        )
+    return columns
 
 
 def row_norms(
@@ -597,15 +739,17 @@ def row_norms(
     Returns:
         ``(norms, directions)``; ``directions`` is None for the per-coordinate kinds.
     """
-    seeds, device = _checked(seeds, dim, device)
+    if mutation.rank is not None:
+        raise ValueError(f"mutation.rank={mutation.rank}: row_norms is for full-rank rows (a slice needs them)")
+    call = _Call.of(mutation, seeds, dim, device, dtype, layout)
+    seeds, device = call.seeds, call.device
     chunk_size = chunk_rows(dim, dtype, device=device) if chunk_size is None else chunk_size
     norms = torch.zeros(len(seeds), device=device, dtype=dtype)
     loguniform = mutation.kind == "loguniform"
     directions = torch.zeros(len(seeds), device=device, dtype=dtype) if loguniform else None
     if len(seeds) == 0:
         return norms, directions
-    scale = _coordinate_scale(mutation, dim, layout, device, dtype)
-    plan = _Plan.of(mutation, seeds, dim, device, dtype)
+    scale, plan = call.scale, call.plan
     buffer = torch.empty(min(chunk_size, len(seeds)), dim, device=device, dtype=dtype)
     for start in range(0, len(seeds), chunk_size):
         part = slice(start, min(start + chunk_size, len(seeds)))
@@ -615,6 +759,33 @@ def row_norms(
             given = directions
         norms[part] = plan.rows(part, scale, buffer[: part.stop - part.start], None, given).norm(dim=1)
     return norms, directions
+
+
+def iter_members(
+    mutation: Mutation,
+    seeds: torch.Tensor,
+    dim: int,
+    *,
+    chunk_size: int,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    layout: Layout | None = None,
+) -> Iterator[tuple[slice, lowrank.Members]]:
+    """A low-rank mutation's members in chunks of at most ``chunk_size``, as their draws, never as rows.
+
+    What evaluators and updates that work on the factors use (:class:`evograd.LowRankEvaluator`,
+    :func:`weighted_sum`): a chunk's :class:`~evograd.lowrank.Members` holds its (c, length)
+    draws and (c,) factors, from which ``members.rows()`` gives exactly the rows :func:`iter_rows`
+    would.
+
+    Raises:
+        ValueError: ``mutation.rank`` is None, or the layout is missing (see :func:`sample`).
+    """
+    if mutation.rank is None:
+        raise ValueError("mutation.rank=None: iter_members needs a low-rank mutation; use iter_rows for full rank")
+    call = _Call.of(mutation, seeds, dim, device, dtype, layout)
+    for part in call.parts(chunk_size):
+        yield part, call.plan.members(part, call.scale)
 
 
 def chunk_rows(
@@ -641,6 +812,19 @@ def chunk_rows(
         on_cpu = device is None or torch.device(device).type == "cpu"
         nbytes = _CHUNK_BYTES if on_cpu else _GPU_CHUNK_BYTES
     return max(1, nbytes // (dim * torch.finfo(dtype).bits // 8))
+
+
+class _Rows:
+    """A chunk of materialized rows, with the two operations :func:`weighted_sum` needs of a chunk."""
+
+    def __init__(self, rows: torch.Tensor) -> None:
+        self.rows = rows  # (c, dim)
+
+    def norms(self) -> torch.Tensor:
+        return self.rows.norm(dim=1)  # (c,)
+
+    def accumulate(self, total: torch.Tensor, weights: torch.Tensor) -> None:
+        total.add_(weights @ self.rows)  # (dim,)
 
 
 def weighted_sum(
@@ -680,6 +864,11 @@ def weighted_sum(
         norms: (n,) the rows' norms from :func:`row_norms`, used instead of computing them.
         directions: (n,) the window norms of :func:`row_norms`, for a slice of ``"loguniform"`` rows.
 
+    A low-rank mutation's rows are never materialized: each matrix's share of the sum is one GEMM
+    of the stacked factors, ``A_stack · diag(w) · B_stackᵀ``, the norms come from the factors
+    (:meth:`evograd.lowrank.Members.accumulate`), and a chunk is ``chunk_size`` members' draws
+    (by default :func:`chunk_rows` of the draws' length). Its sum is never sliced.
+
     Returns:
         The (dim,) sum (``(stop - start,)`` with ``columns``), and the (n,) row norms (0 where the
         weight was zero).
@@ -690,11 +879,9 @@ def weighted_sum(
     weights = torch.as_tensor(weights)
     if weights.shape != (len(seeds),):
         raise ValueError(f"weights must have shape ({len(seeds)},), got {tuple(weights.shape)}")
-    columns = _columns(columns, dim)
+    columns = _columns(columns, dim, mutation)
     if columns is not None and norm_power and norms is None:
         raise ValueError(f"norm_power={norm_power} over a slice of columns needs norms=, the whole rows' (row_norms)")
-    if chunk_size is None:
-        chunk_size = chunk_rows(dim, dtype, device=device)
     width = dim if columns is None else columns.stop - columns.start
     total = torch.zeros(width, device=device, dtype=dtype)
     found = torch.zeros(len(seeds), device=device, dtype=dtype)
@@ -704,23 +891,26 @@ def weighted_sum(
     weights = weights.to(device=device, dtype=dtype)
     if norms is not None:
         norms = norms.to(device=device, dtype=dtype)
-    for part, rows in iter_rows(
-        mutation,
-        seeds[active],
-        dim,
-        chunk_size=chunk_size,
-        device=device,
-        dtype=dtype,
-        layout=layout,
-        reuse=True,
-        columns=columns,
-        directions=None if directions is None else directions[active],
-    ):
+    options = {"device": device, "dtype": dtype, "layout": layout}
+    if mutation.rank is None:
+        size = chunk_size if chunk_size is not None else chunk_rows(dim, dtype, device=device)
+        given = None if directions is None else directions[active]
+        chunks = (
+            (part, _Rows(rows))
+            for part, rows in iter_rows(
+                mutation, seeds[active], dim, chunk_size=size, reuse=True, columns=columns, directions=given, **options
+            )
+        )
+    else:
+        factors = _factor_layout(mutation, dim, _model_layout(mutation, layout)).length
+        size = chunk_size if chunk_size is not None else chunk_rows(factors, dtype, device=device)
+        chunks = iter_members(mutation, seeds[active], dim, chunk_size=size, **options)
+    for part, chunk in chunks:
         index = active[part].to(found.device)
-        row_norms = rows.norm(dim=1) if norms is None else norms[index]  # (c,)
-        found[index] = row_norms
+        chunk_norms = chunk.norms() if norms is None else norms[index]  # (c,)
+        found[index] = chunk_norms
         coef = weights[index]
         if norm_power:
-            coef = coef / row_norms.clamp_min(torch.finfo(dtype).tiny).pow(norm_power)
-        total.add_(coef @ rows)
+            coef = coef / chunk_norms.clamp_min(torch.finfo(dtype).tiny).pow(norm_power)
+        chunk.accumulate(total, coef)
     return total, found

@@ -48,6 +48,34 @@ def test_vmap_equals_serial_and_a_plain_loop(kind):
     torch.testing.assert_close(serial, torch.stack(reference), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "targets",
+    [
+        lambda gen: torch.randint(0, 3, (40,), generator=gen),  # class indices: the fused (member, class, sample) path
+        lambda gen: torch.where(torch.arange(40) % 3 == 0, -100, torch.randint(0, 3, (40,), generator=gen)),  # ignored
+        lambda gen: torch.rand(40, 3, generator=gen, dtype=torch.float64).softmax(1),  # probabilities: under vmap
+    ],
+    ids=["indices", "ignore_index", "probabilities"],
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_cross_entropy_fast_path_equals_the_per_member_loss(targets, dtype):
+    model, (x, _) = _setup(dtype)
+    y = targets(torch.Generator().manual_seed(5))
+    y = y.to(dtype) if y.is_floating_point() else y
+    center = flat.flatten(model)
+    mutation = Mutation(sigma=0.3, antithetic=True)
+    seeds = noise.member_seeds(0, 0, 10, antithetic=True)
+    fitness = VmapEvaluator(model, F.cross_entropy, (x, y), chunk_size=4)(center, seeds, mutation)
+    rows = noise.sample(mutation, seeds, center.numel(), dtype=dtype)
+    reference = []
+    for row in rows:
+        flat.assign(clone := Scaled().to(dtype), center + row)
+        reference.append(F.cross_entropy(clone(x), y))
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(fitness, torch.stack(reference), rtol=tolerance, atol=tolerance)
+    assert len(set(fitness.tolist())) == len(seeds)
+
+
 def test_chunk_size_does_not_change_results_and_model_is_untouched():
     model, batch = _setup()
     before = flat.flatten(model)
@@ -237,3 +265,24 @@ def test_any_other_random_forward_is_refused_by_the_vmap_evaluator_with_what_to_
     model, batch = Noisy(), _setup()[1]
     with pytest.raises(ValueError, match=r"draws random numbers in its forward pass.*model\.eval\(\)"):
         VmapEvaluator(model, F.cross_entropy, batch)(flat.flatten(model), noise.member_seeds(0, 0, 2), Mutation())
+
+
+@pytest.mark.slow  # torch.compile builds C++ kernels: about a minute on a quiet 2-core machine
+def test_a_compiled_evaluator_equals_the_eager_one_over_chunk_and_batch_shapes():
+    model, (x, y) = _setup(torch.float32)
+    center = flat.flatten(model)
+    mutation = Mutation(sigma=0.3, antithetic=True)
+    seeds = noise.member_seeds(0, 0, 10, antithetic=True)
+    eager = VmapEvaluator(model, F.cross_entropy, (x, y), chunk_size=4)
+    compiled = VmapEvaluator(model, F.cross_entropy, (x, y), chunk_size=4, compile=True)
+    for batch in [(x, y), (x[:16], y[:16])]:  # chunks of 4 and 2 members, two batch sizes
+        eager.set_batch(batch)
+        compiled.set_batch(batch)
+        torch.testing.assert_close(compiled(center, seeds, mutation), eager(center, seeds, mutation))
+    assert compiled.evaluations == eager.evaluations == 20
+
+
+def test_compile_must_be_a_flag():
+    model, batch = _setup()
+    with pytest.raises(TypeError, match="compile"):
+        VmapEvaluator(model, F.cross_entropy, batch, compile="yes")

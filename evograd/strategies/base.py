@@ -128,6 +128,11 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
             raise ValueError(
                 "mutation.scale names parameters: call mutation.resolve(model) before handing it to a strategy"
             )
+        if self.mutation.rank is not None and self.mutation.layout is None:
+            raise ValueError(
+                f"mutation.rank={self.mutation.rank} needs the model's layout: call mutation.resolve(model) before "
+                "handing it to a strategy"
+            )
         if self.chunk_size is not None:
             store_setting(self, "chunk_size", validate.integer("chunk_size", self.chunk_size, low=1))
         if self.update is not None and not isinstance(self.update, WeightedSum):
@@ -170,7 +175,7 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
         Raises:
             TypeError: ``center`` is not a tensor, or ``seed`` not an integer.
             ValueError: ``center`` is not a non-empty finite 1-d floating tensor, does not match
-                ``mutation.scale``, or ``seed`` is out of range.
+                ``mutation.scale`` or ``mutation.layout``, or ``seed`` is out of range.
         """
         seed = validate.seed("seed", seed)
         if not isinstance(center, torch.Tensor):
@@ -184,6 +189,10 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
         if isinstance(self.mutation.scale, torch.Tensor) and self.mutation.scale.numel() != center.numel():
             raise ValueError(
                 f"mutation.scale has {self.mutation.scale.numel()} entries but center has {center.numel()}"
+            )
+        if self.mutation.layout is not None and self.mutation.layout.dim != center.numel():
+            raise ValueError(
+                f"mutation.layout has {self.mutation.layout.dim} parameters but center has {center.numel()}"
             )
         center = center.detach().clone()
         fields = self._initial_fields(center)
@@ -286,7 +295,9 @@ class SeedStrategy(abc.ABC, Generic[StateT]):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``Σ_i weights[i] ε_i / ‖ε_i‖^norm_power`` (dim,) and the (n,) norms ``‖ε_i‖``, chunk by chunk.
 
-        Formed by :attr:`update` when one is set, else in this process. An update that does not
+        Formed by :attr:`update` when one is set, else in this process by
+        :func:`evograd.noise.weighted_sum` (which forms a low-rank mutation's sum as one GEMM of
+        stacked factors per matrix, never as rows). An update that does not
         use the norms passes ``with_norms=False`` (then the norms are None), which spares a sharded
         update a pass over whole rows.
         """

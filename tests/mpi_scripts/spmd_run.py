@@ -1,4 +1,4 @@
-"""Rank script: a few generations of each strategy evaluated through MPIEvaluator(VmapEvaluator).
+"""Rank script: a few generations of each strategy through MPIEvaluator(VmapEvaluator or LowRankEvaluator).
 
     mpiexec -n 3 python -m mpi4py spmd_run.py OUT.pt    # the SPMD run (rank 0 writes OUT.pt)
     python spmd_run.py --reference OUT.pt                # the same loops in one process, no MPI
@@ -15,27 +15,45 @@ import argparse
 import torch
 from torch.nn import functional as F
 
-from evograd import Mutation, OpenES, RollingImprovement, ScaleFreeEvolution, VmapEvaluator, flat
+from evograd import LowRankEvaluator, Mutation, OpenES, RollingImprovement, ScaleFreeEvolution, VmapEvaluator, flat
 from evograd.tasks import mlp
 
 CHUNK = 4
 GENERATIONS = 4
-STRATEGIES = {
-    "evolution": lambda: ScaleFreeEvolution(size=18, mutation=Mutation(kind="cauchy", sigma=0.05)),
-    "rolling": lambda: RollingImprovement(size=18, mutation=Mutation(kind="loguniform", sigma=0.5, antithetic=True)),
-    "openes": lambda: OpenES(size=18, mutation=Mutation(sigma=0.05, antithetic=True), lr=0.05),
+STRATEGIES = {  # name: (the strategy for a model, the evaluator class)
+    "evolution": (lambda m: ScaleFreeEvolution(size=18, mutation=Mutation(kind="cauchy", sigma=0.05)), VmapEvaluator),
+    "rolling": (
+        lambda m: RollingImprovement(size=18, mutation=Mutation(kind="loguniform", sigma=0.5, antithetic=True)),
+        VmapEvaluator,
+    ),
+    "openes": (lambda m: OpenES(size=18, mutation=Mutation(sigma=0.05, antithetic=True), lr=0.05), VmapEvaluator),
+    # low-rank mutations scored without materializing the members (shared x Wᵀ, factors per member)
+    "openes-lowrank": (
+        lambda m: OpenES(size=18, mutation=Mutation(sigma=0.05, rank=1, antithetic=True).resolve(m), lr=0.05),
+        LowRankEvaluator,
+    ),
+    "rolling-lowrank": (
+        lambda m: RollingImprovement(
+            size=18, mutation=Mutation(kind="loguniform", sigma=0.5, rank=1, antithetic=True).resolve(m)
+        ),
+        LowRankEvaluator,
+    ),
+    "evolution-lowrank": (
+        lambda m: ScaleFreeEvolution(size=18, mutation=Mutation(sigma=0.05, rank=1).resolve(m)),
+        LowRankEvaluator,
+    ),
 }
 
 
 def run(wrap, device="cpu"):
     """Final centers, all fitness vectors and the cost counters of every strategy."""
     results = {}
-    for name, make in STRATEGIES.items():
+    for name, (make, evaluator) in STRATEGIES.items():
         gen = torch.Generator().manual_seed(1)
         batch = (torch.randn(64, 20, generator=gen).to(device), torch.randn(64, 1, generator=gen).to(device))
         model = mlp((20, 50, 1), seed=0).to(device)
-        evaluate = wrap(VmapEvaluator(model, F.mse_loss, batch, chunk_size=CHUNK))
-        strategy = make()
+        evaluate = wrap(evaluator(model, F.mse_loss, batch, chunk_size=CHUNK))
+        strategy = make(model)
         state = strategy.init(flat.flatten(model), seed=0)
         history = []
         for _ in range(GENERATIONS):
