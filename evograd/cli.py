@@ -124,14 +124,14 @@ def _clear(out: pathlib.Path, names: Sequence[str]) -> None:
             path.unlink()
 
 
-def _budget(fe, seconds):
+def _budget(fe, seconds, points=25):
     from evograd.harness import Budget
 
     if fe is not None and seconds is not None:
         raise UsageError("give --budget-fe or --budget-seconds, not both")
     if seconds is not None:
-        return Budget(seconds=seconds)
-    return Budget(fe=fe if fe is not None else DEFAULT_BUDGET_FE)
+        return Budget(seconds=seconds, points=points)
+    return Budget(fe=fe if fe is not None else DEFAULT_BUDGET_FE, points=points)
 
 
 def _budget_text(budget) -> str:
@@ -283,7 +283,7 @@ def _cmd_compare(args) -> Job:
         raise UsageError(f"--methods names {', '.join(repeated)} more than once")
     validate.integer("--seeds", args.seeds, low=1, high=validate.SEED_RANGE[1])
     validate.integer("--threads", args.threads, low=1, high=os.cpu_count() or 1)
-    budget = _budget(args.budget_fe, args.budget_seconds)
+    budget = _budget(args.budget_fe, args.budget_seconds, args.points)
     device = _device(args.device)
     overrides = compare.parse_overrides(args.set or [])
     for method, values in overrides.items():
@@ -466,6 +466,12 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--methods", nargs="+", metavar="METHOD", help="default: every method built in")
     cmp.add_argument("--budget-fe", type=int, help=f"forward-pass equivalents per run (default {DEFAULT_BUDGET_FE:,})")
     cmp.add_argument("--budget-seconds", type=float, help="wall seconds per run, instead of --budget-fe")
+    cmp.add_argument(
+        "--points",
+        type=int,
+        default=25,
+        help="the metric is measured at this many even and this many geometric points of the budget (default 25)",
+    )
     cmp.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
     cmp.add_argument("--out", default="evograd-compare", help="output directory (default ./evograd-compare)")
     cmp.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -205,8 +205,9 @@ class Recorder:
     def record(self) -> None:
         """Measure the metric now, uncharged and untimed, and append it to :attr:`curve`."""
         start = time.perf_counter()
+        seconds = self.seconds  # the training time up to now: this measurement's own time is not in it
         value = float(self.metric())
-        self.curve.append((self.fe, self.seconds, value))
+        self.curve.append((self.fe, seconds, value))
         self.stopped = self.stop is not None and bool(self.stop(value))
         if self.logger is not None:
             self.logger.log(point_record(self.curve[-1], self.label, self.tags))

@@ -65,6 +65,9 @@ def test_measuring_is_not_timed():
     run = harness.train(lambda: 1, Recorder(slow_metric, Budget(fe=100, points=10)))
     assert len(run.curve) >= 15  # >= 0.3 s spent measuring
     assert run.seconds < 0.1
+    # each point's time is the training time before it was measured, not counting that measurement either
+    times = [seconds for _, seconds, _ in run.curve]
+    assert times == sorted(times) and times[-1] <= run.seconds
 
 
 def test_stop_measures_every_step_and_ends_at_the_first_success():
