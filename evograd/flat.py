@@ -68,7 +68,7 @@ def unflatten(vector: torch.Tensor, layout: Layout) -> dict[str, torch.Tensor]:
 
 
 def stacked(vectors: torch.Tensor, layout: Layout) -> dict[str, torch.Tensor]:
-    """Views of an (n, dim) stack of vectors as named (n, *shape) parameters, for ``vmap``."""
+    """Views of an ``(n, dim)`` stack of vectors as named ``(n, *shape)`` parameters, for ``vmap``."""
     _check_dim(vectors.shape[-1], layout)
     n = vectors.shape[0]
     return {

@@ -229,7 +229,7 @@ class Members:
         return coef * factor
 
     def perturbation(self, block: Block) -> torch.Tensor:
-        """(c, *shape) each member's perturbation of ``block``, materialized."""
+        """``(c, *shape)``: each member's perturbation of ``block``, materialized."""
         if block.matrix:
             a = block.a(self.draws) * self.matrix_coef(block)[:, None, None]  # (c, out, r)
             return torch.bmm(a, block.b(self.draws).transpose(1, 2))  # (c, out, in)

@@ -118,6 +118,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     parser.add_argument(
+        "--ranks",
+        type=int,
+        default=None,
+        help="stop unless the job has this many MPI ranks (catches a launcher that started one-rank jobs)",
+    )
+    parser.add_argument(
         "--shard-update",
         action="store_true",
         help="each rank regenerates only its coordinates of the update (evograd.mpi.ShardedUpdate); same bits",
@@ -136,6 +142,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--log-dir", default=None, help="folder of the --log files (default: --checkpoint-dir)")
     args = parser.parse_args(argv)
+    if args.ranks is not None and args.ranks < 1:
+        parser.error(f"--ranks must be a positive integer, got {args.ranks}")
     if args.resume and not args.checkpoint_dir:
         parser.error("--resume needs --checkpoint-dir")
     if args.checkpoint_dir and not args.resume and checkpoint.latest(args.checkpoint_dir) is not None:
@@ -195,6 +203,11 @@ def main(argv: list[str] | None = None) -> None:
         sync_every=args.sync_every,
         timeout=args.timeout,
     )
+    if args.ranks is not None and evaluate.size != args.ranks:
+        raise SystemExit(
+            f"--ranks {args.ranks}: this process sees {evaluate.size} MPI rank(s); the launcher and the MPI "
+            "library disagree on the process manager interface (srun --mpi=..., see mpi/README.rst)"
+        )
     settings = run_settings(args, task)
     check_settings(settings, timeout=args.timeout)
     resume_settings = {key: settings[key] for key in RESUME_SETTINGS}

@@ -135,7 +135,7 @@ class Environment:
     reward_threshold: float | None = None
 
     def act(self, out: torch.Tensor) -> np.ndarray:
-        """Actions from (k, actions) policy outputs: (k,) integers, or (k, *action_shape) box values."""
+        """Actions from ``(k, actions)`` policy outputs: ``(k,)`` integers, or ``(k, *action_shape)`` box values."""
         if self.discrete:
             return (out.argmax(-1) + self.action_start).cpu().numpy()
         low = torch.tensor(self.low, dtype=torch.float64)
