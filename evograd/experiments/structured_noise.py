@@ -276,7 +276,7 @@ def panels(numbers: dict) -> list[Panel]:
 
 
 def configure(quick: bool) -> dict[str, Any]:
-    """Default: MLP 64-64-64-10, 32 antithetic members, σ = 1e-3…3e-1 (6 values), 200k FE per run, 3 seeds."""
+    """Default: MLP 64-64-64-10, 32 antithetic members, σ = 1e-3…3e-1 (6 values), 250k FE per run, 4 seeds."""
     if quick:
         return {
             "depth": 2,
@@ -299,10 +299,10 @@ def configure(quick: bool) -> dict[str, Any]:
         "lr": 0.03,
         "adam_lr": 1e-3,
         "sigmas": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1],
-        "points": [0, 200],
+        "points": [0, 100, 300],
         "validation": 300,
-        "fe": 200_000,
-        "seeds": 3,
+        "fe": 250_000,
+        "seeds": 4,
     }
 
 
