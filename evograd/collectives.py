@@ -15,7 +15,8 @@ allocation. :class:`Collectives` runs every collective of :mod:`evograd.mpi` in 
    ``Iallreduce``) and polled with ``Test`` until it completes or the deadline passes.
 
 On an expired deadline the rank prints which rank(s) it waited for, at which generation and in
-which collective, to stderr, and calls ``MPI_Abort``: the job ends with a non-zero exit code.
+which collective (a sharded update, which cannot see the generation, names its call number), to
+stderr, and calls ``MPI_Abort``: the job ends with a non-zero exit code.
 Ranks other than 0 wait 10% (and one second) longer than rank 0, so that rank 0, the only one that
 knows who is missing, speaks first.
 
@@ -61,7 +62,9 @@ TIMEOUT_ENV = "EVOGRAD_MPI_TIMEOUT"
 WATCHER_ENV = "EVOGRAD_MPI_WATCHER"
 
 #: The collectives a position names, by code (the code travels, the name is printed).
-KINDS = ("evaluation", "sync check", "settings check", "gradient average", "exit")
+KINDS = ("evaluation", "sync check", "settings check", "gradient average", "exit", "sharded update", "sharded norms")
+#: The collectives whose position number counts calls, not generations (a sharded update cannot see the generation).
+COUNTED = ("sharded update", "sharded norms")
 _TAG = 0x7E6  # point-to-point tag of the position round
 _SPIN = 0.05  # seconds of polling that only yields the core (as MPI's own blocking wait spins) before naps
 _NAP = 5e-3  # longest sleep between two polls
@@ -208,8 +211,8 @@ class Collectives:
         else:
             whom = "a rank that never completed it"
         print(
-            f"evograd.mpi: rank {self.rank} of {self.size} waited {waited:.1f} s for {whom} in the {kind} of "
-            f"generation {generation}; aborting the job (deadline {self.timeout:g} s: timeout= or ${TIMEOUT_ENV})",
+            f"evograd.mpi: rank {self.rank} of {self.size} waited {waited:.1f} s for {whom} in "
+            f"{_place(kind, generation)}; aborting the job (deadline {self.timeout:g} s: timeout= or ${TIMEOUT_ENV})",
             file=sys.stderr,
             flush=True,
         )
@@ -217,10 +220,15 @@ class Collectives:
         self.comm.Abort(1)
 
 
+def _place(kind: str, number: int) -> str:
+    """``the evaluation of generation 5``, or ``the sharded update of call 5`` for a counted collective."""
+    return f"the {kind} of {'call' if kind in COUNTED else 'generation'} {number}"
+
+
 def _where(row: list[int]) -> str:
     generation, kind, size = row
     name = KINDS[kind] if 0 <= kind < len(KINDS) else f"collective {kind}"
-    return f"the {name} of generation {generation} (size {size})"
+    return f"{_place(name, generation)} (size {size})"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,7 +237,7 @@ def _where(row: list[int]) -> str:
 _WATCHER = r"""
 import os, struct, sys
 pipe, page, rank, pid = (int(a) for a in sys.argv[1:5])
-kinds = sys.argv[5].split(",")
+kinds, counted = sys.argv[5].split(","), sys.argv[6].split(",")
 while os.read(pipe, 64):
     pass
 generation, kind, clean = struct.unpack("<qqq", os.pread(page, 24, 0))
@@ -237,7 +245,7 @@ if not clean:
     where = (
         "before its first collective" if kind == -1
         else f"at generation {generation} (outside any collective)" if kind == -2
-        else f"at generation {generation} (in or after the {kinds[kind]})"
+        else f"at {'call' if kinds[kind] in counted else 'generation'} {generation} (in or after the {kinds[kind]})"
     )
     os.write(2, f"evograd.mpi: rank {rank} (pid {pid}) ended abruptly {where}: killed by a signal, os._exit or "
              "MPI_Abort; the launcher ends the other ranks\n".encode())
@@ -256,7 +264,7 @@ class _Watcher:
         read, self.pipe = os.pipe()
         self.process = subprocess.Popen(
             [sys.executable, "-c", _WATCHER, str(read), str(self.file.fileno()), str(rank), str(os.getpid())]
-            + [",".join(KINDS)],
+            + [",".join(KINDS), ",".join(COUNTED)],
             pass_fds=(read, self.file.fileno()),
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C to the job's process group leaves it to report

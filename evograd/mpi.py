@@ -376,17 +376,24 @@ def allreduce_mean_(
             start += t.numel()
 
 
-def _allgatherv(comm: Any, mine: torch.Tensor, counts: list[int]) -> torch.Tensor:
-    """Every rank's ``mine`` (a 1-d CPU tensor, ``counts[r]`` entries on rank ``r``), concatenated in rank order."""
+def _allgatherv(
+    comm: Any, collectives: Collectives | None, mine: torch.Tensor, counts: list[int], *, kind: str, call: int
+) -> torch.Tensor:
+    """Every rank's ``mine`` (a 1-d CPU tensor, ``counts[r]`` entries on rank ``r``), concatenated in rank order.
+
+    Through ``collectives`` (with its deadline, at position ``(call, kind, sum(counts))``) when there
+    are several ranks, else a plain ``Allgatherv`` of one rank.
+    """
     MPI = _mpi()
     send = mine.contiguous().numpy()
     itemsize = send.dtype.itemsize
     gathered = np.empty(sum(counts), dtype=send.dtype)
     offsets = np.cumsum([0] + counts[:-1]).tolist()
-    comm.Allgatherv(
-        send.view(np.uint8),
-        [gathered.view(np.uint8), [c * itemsize for c in counts], [o * itemsize for o in offsets], MPI.BYTE],
-    )
+    receive = [gathered.view(np.uint8), [c * itemsize for c in counts], [o * itemsize for o in offsets], MPI.BYTE]
+    if collectives is None:
+        comm.Allgatherv(send.view(np.uint8), receive)
+    else:
+        collectives.allgatherv(send.view(np.uint8), receive, kind=kind, generation=call, size=sum(counts))
     return torch.from_numpy(gathered)
 
 
@@ -407,16 +414,25 @@ class ShardedUpdate:
     small piece of work; at large N a larger ``chunk_size`` than the default (which is sized for
     whole rows) cuts the per-chunk overhead, and changes the bits the same way in one process.
 
+    Its all-gathers run through :class:`evograd.collectives.Collectives`, like :class:`MPIEvaluator`'s:
+    a rank that dies, stops or leaves early during an update ends the job within the deadline,
+    named with the call (``the sharded update of call C``, calls counted from 0 on every rank; the
+    :class:`~evograd.protocols.WeightedSum` seam does not pass the generation).
+
     Args:
         comm: an mpi4py communicator (default ``MPI.COMM_WORLD``).
         block: coordinates per block of the fixed partition; a rank owns whole blocks, so N ranks
             share the work evenly while ``D / block >= N``.
+        timeout: seconds each all-gather waits for the other ranks before the job is aborted with a
+            message naming the missing rank(s) and the call (default ``$EVOGRAD_MPI_TIMEOUT`` or
+            300; see :mod:`evograd.collectives`).
 
     Attributes:
         regenerated: coordinates of noise rows this rank has drawn (slices and whole rows).
+        calls: updates formed so far (the number the deadline's messages report).
 
     Raises:
-        ValueError: ``block`` out of range.
+        ValueError: ``block`` or ``timeout`` out of range.
         ImportError: mpi4py or an MPI library is missing and no ``comm`` was given.
 
     Examples:
@@ -424,11 +440,14 @@ class ShardedUpdate:
         >>> es = OpenES(size=64, mutation=Mutation(antithetic=True), update=ShardedUpdate())  # doctest: +SKIP
     """
 
-    def __init__(self, comm: Any = None, *, block: int = 1024) -> None:
+    def __init__(self, comm: Any = None, *, block: int = 1024, timeout: float | None = None) -> None:
         self.block = validate.integer("block", block, low=1)
+        self.timeout = resolve_timeout(timeout)
         self.comm = _world(comm)
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.regenerated = 0
+        self.calls = 0
+        self._collectives = _collectives(self.comm, self.timeout)
 
     def __repr__(self) -> str:
         return f"ShardedUpdate(rank={self.rank}, size={self.size}, block={self.block})"
@@ -476,8 +495,9 @@ class ShardedUpdate:
             )  # (len(mine),)
             self.regenerated += int((weights != 0).sum()) * len(mine)
         counts = [len(share) for share in coordinate_shares(dim, self.size, block=self.block)]
-        total = _allgatherv(self.comm, part.cpu(), counts).to(device)  # (dim,)
-        return total, norms if (with_norms or norm_power) else None
+        gathered = _allgatherv(self.comm, self._collectives, part.cpu(), counts, kind="sharded update", call=self.calls)
+        self.calls += 1
+        return gathered.to(device), norms if (with_norms or norm_power) else None  # (dim,), (n,)
 
     def _norms(
         self,
@@ -499,7 +519,8 @@ class ShardedUpdate:
         self.regenerated += len(mine) * dim
         both = torch.cat([norms] if directions is None else [norms, directions]).cpu().double()  # exact for floats
         width = 1 if directions is None else 2
-        gathered = _allgatherv(self.comm, both, [len(share) * width for share in shares])
+        counts = [len(share) * width for share in shares]
+        gathered = _allgatherv(self.comm, self._collectives, both, counts, kind="sharded norms", call=self.calls)
         parts = [gathered[width * s.start : width * s.stop].view(width, len(s)) for s in shares]
         found = torch.cat(parts, dim=1).to(device=device, dtype=dtype)  # (width, k)
         full = torch.zeros(width, len(seeds), device=device, dtype=dtype)  # (width, n)

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     task = make_task(args.task, args.hidden, args.seed)
     strategy = make_strategy(args.strategy, args.population, args.sigma, args.lr, args.chunk_size)
     if args.shard_update:  # opt-in: worth it when the repeated update is a visible share of a generation
-        strategy = strategy.replace(update=ShardedUpdate())
+        strategy = strategy.replace(update=ShardedUpdate(timeout=args.timeout))
     evaluate = MPIEvaluator(
         evograd.VmapEvaluator(task.model, task.loss, chunk_size=args.chunk_size),
         sync_every=args.sync_every,

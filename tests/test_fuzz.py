@@ -153,8 +153,8 @@ CASES = {
     "ShardedUpdate": (
         lambda **kw: evograd.ShardedUpdate(**kw),
         {"comm": _OneRank()},
-        ["block"],
-        set(),
+        ["block", "timeout"],
+        {"timeout"},
     ),
     "Checkpointer": (Checkpointer, {"directory": "unused", "every": 1}, ["every", "keep", "rank"], set()),
     "Budget": (Budget, {"fe": 100}, ["fe", "points"], set()),

@@ -522,6 +522,32 @@ def test_every_fault_ends_the_job_naming_the_rank_and_generation_within_60_s(kin
 @pytest.mark.mpi
 @needs_mpi
 @pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("stop", r"rank 0 of 2 waited [\d.]+ s for rank\(s\) \[1\] in the sharded update of call 5;"),
+        ("exit", r"rank 0 of 2 waited [\d.]+ s for rank\(s\) \[1\] in the sharded update of call 5;"),
+        ("kill", r"rank 1 \(pid \d+\) ended abruptly at call 4 \(in or after the sharded update\)"),
+    ],
+)
+def test_a_rank_lost_during_a_sharded_update_ends_the_job_naming_it_within_60_s(kind, message):
+    """A rank that stops, leaves or dies before the update of generation 5 (tests/mpi_scripts/sharded_fault.py).
+
+    The update's all-gathers are the job's only collectives, so without their deadline the job would hang.
+    """
+    script = SCRIPTS / "sharded_fault.py"
+    code, out = mpirun(2, script, kind, 1, 5, env={"EVOGRAD_MPI_TIMEOUT": FAULT_TIMEOUT})
+    ended = time.time()
+    assert code != 0, out
+    announced = re.search(rf"injecting {kind} on rank 1 at generation 5 at ([\d.]+)", out)
+    assert announced, out
+    assert ended - float(announced.group(1)) < 60, out
+    assert re.search(message, out), out
+    assert not re.search(r"rank \d of 2 ok", out), out
+
+
+@pytest.mark.mpi
+@needs_mpi
+@pytest.mark.parametrize(
     "extra, message",
     [
         (("--sync-every", "30"), r"sync_every \(rank\(s\) \[0\]: 100, rank\(s\) \[1\]: 30\)"),
