@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from evograd import cli, experiments, noise, tasks
-from evograd.experiments import alignment, layers, probes, random_labels, rolling_average
+from evograd.experiments import alignment, layers, probes, random_labels, rolling_average, structured_noise
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -323,3 +323,68 @@ def test_verdict_rolling_average_both_outcomes():
     assert not rolling_average.verdict_rolling_average(
         _rolling_numbers({0.0: 0.2, 0.5: 0.21, 0.9: 0.215}, {0.0: 0.8, 0.5: 0.8, 0.9: 0.9})
     )[0]
+
+
+@pytest.mark.slow
+def test_structured_noise_json_holds_the_sigma_sweep_at_equal_fe(quick_runs):
+    record = json.loads((quick_runs["structured-noise"][2] / "structured-noise.json").read_text())
+    numbers, arms = record["numbers"], list(structured_noise.ARMS)
+    sigmas = numbers["sigmas"]
+    assert len(sigmas) >= 4 and sigmas == sorted(sigmas)
+    ratios = [b / a for a, b in zip(sigmas, sigmas[1:])]
+    assert max(ratios) == pytest.approx(min(ratios))  # log-spaced
+    assert sorted((r["arm"], r["split"]) for r in numbers["cosines"]) == sorted(
+        (a, s) for a in arms for s in structured_noise.SPLITS
+    )
+    assert all(len(r["cosine"]) == len(sigmas) and all(-1 <= c <= 1 for c in r["cosine"]) for r in numbers["cosines"])
+    assert sorted((r["arm"], r["sigma"]) for r in numbers["training"]) == sorted((a, s) for a in arms for s in sigmas)
+    fe = {r["fe"] for r in numbers["training"]}
+    assert len(fe) == 1 and fe.pop() >= numbers["fe"]  # every arm at every σ spent the same FE
+    chosen = structured_noise.select(numbers)
+    assert f"σ={chosen['full']['cosine_sigma']:g}" in record["verdict"]["line"]
+
+
+def _structured_numbers(validation, test, accs):
+    """``validation``/``test``: arm -> cosine at the single σ; ``accs``: arm -> accuracy."""
+    return {
+        "arms": structured_noise.ARMS,
+        "sigmas": [0.01],
+        "size": 8,
+        "fe": 1000,
+        "depth": 2,
+        "width": 16,
+        "dim": 1210,
+        "points": [0],
+        "seeds": 1,
+        "cosines": [
+            {"arm": a, "split": s, "cosine": [(validation if s == "validation" else test)[a]]}
+            for a in structured_noise.ARMS
+            for s in structured_noise.SPLITS
+        ],
+        "training": [
+            {"arm": a, "sigma": 0.01, "validation_accuracy": accs[a], "test_accuracy": accs[a]}
+            for a in structured_noise.ARMS
+        ],
+    }
+
+
+def test_verdict_structured_noise_both_outcomes():
+    cos = {"full": 0.2, "rank1": 0.25, "rank4": 0.22}
+    holds, line = structured_noise.verdict_structured_noise(
+        _structured_numbers(cos, cos, {"full": 0.8, "rank1": 0.85, "rank4": 0.8})
+    )
+    assert holds and "(rank1) reaches test cosine 0.250" in line and "vs full-rank 0.200" in line
+    assert "equal FE" in line and "chosen on validation" in line and "1,210 parameters" in line
+    # better cosine but worse accuracy at equal FE
+    assert not structured_noise.verdict_structured_noise(
+        _structured_numbers(cos, cos, {"full": 0.8, "rank1": 0.79, "rank4": 0.9})
+    )[0]
+    # under the +10% margin
+    close = {"full": 0.2, "rank1": 0.21, "rank4": 0.19}
+    same = dict.fromkeys(close, 0.8)
+    assert not structured_noise.verdict_structured_noise(_structured_numbers(close, close, same))[0]
+    # the low-rank arm is picked on validation: rank4 wins on test only (it would hold), rank1 decides
+    picked = structured_noise.verdict_structured_noise(
+        _structured_numbers({"full": 0.2, "rank1": 0.3, "rank4": 0.25}, {"full": 0.2, "rank1": 0.2, "rank4": 0.4}, same)
+    )
+    assert not picked[0] and "(rank1) reaches test cosine 0.200" in picked[1]

@@ -1,4 +1,4 @@
-"""Five claims about randomness in deep learning, each a one-command experiment with a verdict.
+"""Six claims about randomness in deep learning, each a one-command experiment with a verdict.
 
 ``evograd experiment NAME [--quick] [--seeds N] [--out DIR]`` runs one of:
 
@@ -9,6 +9,7 @@
   factor longer.
 * ``layers``: bottom layers should be searched more thoroughly than top layers.
 * ``rolling-average``: averaging improving directions over generations estimates the gradient better.
+* ``structured-noise``: low-rank noise per weight matrix works better than i.i.d. per-coordinate noise.
 
 Every experiment is a :class:`Experiment`: a configuration (default or ``quick``), a ``measure``
 function returning a JSON-ready dict of every number, a table, plot panels, and a pure verdict rule
@@ -289,9 +290,9 @@ def run(
 
 
 def _registry() -> dict[str, Experiment]:
-    from evograd.experiments import alignment, layers, probes, random_labels, rolling_average
+    from evograd.experiments import alignment, layers, probes, random_labels, rolling_average, structured_noise
 
-    found = (probes, alignment, random_labels, layers, rolling_average)
+    found = (probes, alignment, random_labels, layers, rolling_average, structured_noise)
     return {module.EXPERIMENT.name: module.EXPERIMENT for module in found}
 
 
