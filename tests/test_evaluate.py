@@ -361,7 +361,9 @@ def test_a_compiled_evaluator_equals_the_eager_one_over_chunk_and_batch_shapes()
     for batch in [(x, y), (x[:16], y[:16])]:  # chunks of 4 and 2 members, two batch sizes
         eager.set_batch(batch)
         compiled.set_batch(batch)
-        torch.testing.assert_close(compiled(center, seeds, mutation), eager(center, seeds, mutation))
+        # float32 arithmetic reordered by the compiler (fitness is returned as float64): float32's tolerance
+        got, want = compiled(center, seeds, mutation), eager(center, seeds, mutation)
+        torch.testing.assert_close(got, want, rtol=1.3e-6, atol=1e-5)
     assert compiled.evaluations == eager.evaluations == 20
 
 
